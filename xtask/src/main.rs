@@ -1,0 +1,48 @@
+//! `cargo xtask <command>`: the project's developer tasks. Run `cargo xtask --help`.
+
+mod crds;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Developer tasks of the Kubewarden-compatible policy engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write crds/*.yaml and the kubewarden-crds chart templates from crates/api-types.
+    GenCrds {
+        /// Do not write; fail if any file differs from what the types generate.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the whole test suite, as CI does.
+    Test,
+}
+
+/// The repository root (the parent of this crate's directory).
+pub(crate) fn repo_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenCrds { check } => crds::run(&repo_root(), check),
+        Command::Test => test::run(),
+    }
+}
