@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the project's developer tasks. Run `cargo xtask --help`.
 
+mod cluster;
 mod crds;
 mod test;
 
@@ -28,6 +29,9 @@ enum Command {
     },
     /// Run the whole test suite, as CI does.
     Test,
+    /// Build, start, inspect and stop the local Kubernetes control plane.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// The repository root (the parent of this crate's directory).
@@ -44,5 +48,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::GenCrds { check } => crds::run(&repo_root(), check),
         Command::Test => test::run(),
+        Command::Cluster(command) => cluster::run(command),
     }
 }

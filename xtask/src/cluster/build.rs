@@ -1,0 +1,292 @@
+//! Builds pinned, version-stamped control-plane binaries from the Go module proxy.
+//!
+//! `k8s.io/kubernetes` cannot be `go install`ed: its go.mod points every staging module
+//! (`k8s.io/api`, `k8s.io/client-go`, ...) at `./staging/...`. A generated wrapper module
+//! replaces each of them with the published `v0.<minor>.<patch>` release instead, and builds
+//! the commands inside it. The list of staging modules is read from the served go.mod, not
+//! kept by hand.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use super::{KUBERNETES_VERSION, KWOK_VERSION, cache_root};
+
+/// The binaries `up` needs, all in one directory.
+pub const BINARIES: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+/// Stage files of kwok's "fast" profile: nodes become Ready with lease heartbeats, pods
+/// become Ready at once, and deletions complete.
+const KWOK_STAGES: &[&str] = &[
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+];
+
+pub fn version_dir() -> PathBuf {
+    cache_root().join(format!("k8s-{KUBERNETES_VERSION}"))
+}
+
+pub fn bin_dir() -> PathBuf {
+    version_dir().join("bin")
+}
+
+pub fn stages_file() -> PathBuf {
+    version_dir().join("kwok-stages.yaml")
+}
+
+fn is_complete() -> bool {
+    BINARIES.iter().all(|b| bin_dir().join(b).is_file()) && stages_file().is_file()
+}
+
+fn go(dir: &Path) -> Command {
+    let mut command = Command::new("go");
+    command
+        .current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod");
+    command
+}
+
+fn run(description: &str, command: &mut Command) -> Result<String> {
+    println!("  {description}");
+    let output = command.output().with_context(|| {
+        format!(
+            "{description}: cannot start {:?}; is Go installed and on PATH?",
+            command.get_program()
+        )
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last: Vec<&str> = stderr.lines().rev().take(15).collect();
+        let last: Vec<&str> = last.into_iter().rev().collect();
+        bail!(
+            "{description} failed ({}); check Go and access to the Go module proxy:\n{}",
+            output.status,
+            last.join("\n")
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `1.34.4` → (`0.34.4`, `34`): staging modules are versioned `v0.<minor>.<patch>`.
+fn staging_version(version: &str) -> Result<(String, String)> {
+    let mut parts = version.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("1"), Some(minor), Some(patch)) => {
+            Ok((format!("0.{minor}.{patch}"), minor.to_string()))
+        }
+        _ => bail!("unexpected Kubernetes version {version}"),
+    }
+}
+
+/// Module paths that k8s.io/kubernetes replaces with `./staging/...`.
+fn staging_modules(go_mod: &str) -> Vec<String> {
+    go_mod
+        .lines()
+        .filter_map(|line| {
+            let (module, target) = line.trim().split_once("=>")?;
+            target
+                .trim()
+                .starts_with("./staging/")
+                .then(|| module.trim().to_string())
+        })
+        .filter(|m| m.starts_with("k8s.io/"))
+        .collect()
+}
+
+/// The `godebug default=goX` line of the served go.mod, which the wrapper must repeat.
+fn godebug_default(go_mod: &str) -> Option<String> {
+    go_mod.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("godebug default=")
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Builds whatever is missing and returns the binary directory.
+pub fn build() -> Result<PathBuf> {
+    if is_complete() {
+        println!(
+            "control plane {KUBERNETES_VERSION} already built in {}",
+            bin_dir().display()
+        );
+        return Ok(bin_dir());
+    }
+    let started = Instant::now();
+    let (staging, minor) = staging_version(KUBERNETES_VERSION)?;
+    let wrapper = version_dir().join("wrapper");
+    fs::create_dir_all(&wrapper).with_context(|| format!("creating {}", wrapper.display()))?;
+    println!(
+        "building Kubernetes {KUBERNETES_VERSION} control plane, etcd and kwok {KWOK_VERSION} into {} (takes several minutes the first time)",
+        bin_dir().display()
+    );
+    for stale in ["go.mod", "go.sum"] {
+        let _ = fs::remove_file(wrapper.join(stale));
+    }
+    run(
+        "creating the wrapper module",
+        go(&wrapper).args(["mod", "init", "local/k8sbin"]),
+    )?;
+    let info = run(
+        &format!("downloading k8s.io/kubernetes@v{KUBERNETES_VERSION}"),
+        go(&wrapper).args([
+            "mod",
+            "download",
+            "-json",
+            &format!("k8s.io/kubernetes@v{KUBERNETES_VERSION}"),
+        ]),
+    )?;
+    let info: serde_json::Value =
+        serde_json::from_str(&info).context("reading `go mod download -json`")?;
+    let go_mod_path = info["GoMod"]
+        .as_str()
+        .context("`go mod download` did not name the go.mod")?;
+    let go_mod =
+        fs::read_to_string(go_mod_path).with_context(|| format!("reading {go_mod_path}"))?;
+    let modules = staging_modules(&go_mod);
+    if modules.is_empty() {
+        bail!("found no staging modules in {go_mod_path}");
+    }
+    let mut edit = go(&wrapper);
+    edit.args(["mod", "edit"]);
+    for module in &modules {
+        edit.arg(format!("-replace={module}={module}@v{staging}"));
+    }
+    if let Some(godebug) = godebug_default(&go_mod) {
+        edit.arg(format!("-godebug=default={godebug}"));
+    }
+    run(
+        &format!(
+            "replacing {} staging modules with v{staging}",
+            modules.len()
+        ),
+        &mut edit,
+    )?;
+    fs::write(
+        wrapper.join("tools.go"),
+        "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"go.etcd.io/etcd/server/v3\"\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n\t_ \"k8s.io/kubernetes/cmd/kube-scheduler\"\n)\n",
+    )
+    .context("writing tools.go")?;
+    run(
+        "resolving dependencies",
+        go(&wrapper).args(["get", &format!("k8s.io/kubernetes@v{KUBERNETES_VERSION}")]),
+    )?;
+    run(
+        "tidying the wrapper module",
+        go(&wrapper).args(["mod", "tidy"]),
+    )?;
+    let version_pkg = "k8s.io/component-base/version";
+    let ldflags = format!(
+        "-s -w -X {version_pkg}.gitVersion=v{KUBERNETES_VERSION} -X {version_pkg}.gitMajor=1 -X {version_pkg}.gitMinor={minor} -X {version_pkg}.gitTreeState=clean"
+    );
+    let out = bin_dir();
+    run(
+        "compiling kube-apiserver, kube-controller-manager, kube-scheduler",
+        go(&wrapper)
+            .args(["build", "-trimpath", "-o"])
+            .arg(format!("{}/", out.display()))
+            .args(["-ldflags", &ldflags])
+            .args([
+                "k8s.io/kubernetes/cmd/kube-apiserver",
+                "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "k8s.io/kubernetes/cmd/kube-scheduler",
+            ]),
+    )?;
+    run(
+        "compiling etcd",
+        go(&wrapper)
+            .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
+            .arg(out.join("etcd"))
+            .arg("go.etcd.io/etcd/server/v3"),
+    )?;
+    // kwok follows newer k8s.io modules than the pinned control plane, so it is installed on
+    // its own, outside the wrapper's replace block.
+    run(
+        &format!("compiling kwok {KWOK_VERSION}"),
+        go(&version_dir())
+            .env("GOBIN", &out)
+            .env_remove("GOFLAGS")
+            .args([
+                "install",
+                "-trimpath",
+                &format!("sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
+            ]),
+    )?;
+    write_kwok_stages()?;
+    println!(
+        "built in {:.0} s; {} used",
+        started.elapsed().as_secs_f64(),
+        du(&version_dir())
+    );
+    Ok(out)
+}
+
+/// Concatenates kwok's stage definitions from its module source.
+fn write_kwok_stages() -> Result<()> {
+    let info = run(
+        "locating kwok's stage definitions",
+        Command::new("go").args([
+            "mod",
+            "download",
+            "-json",
+            &format!("sigs.k8s.io/kwok@{KWOK_VERSION}"),
+        ]),
+    )?;
+    let info: serde_json::Value =
+        serde_json::from_str(&info).context("reading `go mod download -json`")?;
+    let dir =
+        PathBuf::from(info["Dir"].as_str().context("no module directory")?).join("kustomize/stage");
+    let mut stages = String::new();
+    for file in KWOK_STAGES {
+        let path = dir.join(file);
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        stages.push_str("---\n");
+        stages.push_str(&text);
+        if !text.ends_with('\n') {
+            stages.push('\n');
+        }
+    }
+    fs::write(stages_file(), stages).context("writing the kwok stages")
+}
+
+/// Human-readable disk use of a directory (via `du`, for the build summary).
+fn du(path: &Path) -> String {
+    Command::new("du")
+        .arg("-sh")
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_staging_replace_block() {
+        let go_mod = "module k8s.io/kubernetes\n\ngodebug default=go1.24\n\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n\tgithub.com/x/y => github.com/x/z v1.0.0\n)\n";
+        assert_eq!(staging_modules(go_mod), ["k8s.io/api", "k8s.io/client-go"]);
+        assert_eq!(godebug_default(go_mod).as_deref(), Some("go1.24"));
+        assert_eq!(
+            staging_version("1.34.4").expect("valid"),
+            ("0.34.4".into(), "34".into())
+        );
+        assert!(staging_version("v1.34").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Certificates and keys of the local control plane, made with the `openssl` command.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .context("cannot run `openssl`; install it (Debian: apt-get install openssl)")?;
+    if !output.status.success() {
+        bail!(
+            "openssl {} failed: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Subject alternative names of the apiserver's serving certificate.
+pub fn apiserver_sans(advertise_address: &str, service_ip: &str) -> String {
+    format!(
+        "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:{service_ip},IP:{advertise_address}"
+    )
+}
+
+/// Writes `ca.{crt,key}`, `apiserver.{crt,key}`, `admin.{crt,key}` (group system:masters) and
+/// the service-account signing key pair `sa.{key,pub}` into `dir`, unless already there.
+pub fn ensure(dir: &Path, advertise_address: &str, service_ip: &str) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if dir.join("sa.pub").is_file() {
+        return Ok(());
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=kubewarden-rs-local-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    )?;
+    let sans = apiserver_sans(advertise_address, service_ip);
+    for (name, subject, extensions) in [
+        ("apiserver", "/CN=kube-apiserver", sans.as_str()),
+        (
+            "admin",
+            "/CN=admin/O=system:masters",
+            "extendedKeyUsage=clientAuth",
+        ),
+    ] {
+        let ext_file = format!("{name}.ext");
+        fs::write(dir.join(&ext_file), format!("{extensions}\n")).context("writing extensions")?;
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        )?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "365",
+                "-out",
+                &format!("{name}.crt"),
+                "-extfile",
+                &ext_file,
+            ],
+        )?;
+    }
+    openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
+    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
+}
+
+/// A kubeconfig for the admin client certificate.
+pub fn admin_kubeconfig(dir: &Path, server: &str) -> String {
+    let path = |f: &str| dir.join(f).display().to_string();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\ncurrent-context: local\n",
+        ca = path("ca.crt"),
+        crt = path("admin.crt"),
+        key = path("admin.key"),
+    )
+}
