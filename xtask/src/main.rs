@@ -27,8 +27,13 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Run the whole test suite, as CI does.
-    Test,
+    /// Run the whole test suite, as CI does: fast tests, then the cluster tests on the local
+    /// control plane (started and stopped around them unless it already runs).
+    Test {
+        /// Only the fast set (unit and in-process tests); no cluster.
+        #[arg(long)]
+        fast: bool,
+    },
     /// Build, start, inspect and stop the local Kubernetes control plane.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -47,7 +52,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::GenCrds { check } => crds::run(&repo_root(), check),
-        Command::Test => test::run(),
+        Command::Test { fast } => test::run(fast),
         Command::Cluster(command) => cluster::run(command),
     }
 }

@@ -1,8 +1,15 @@
 //! `cargo xtask test`: the project's test command, as run by CI.
+//!
+//! First the fast set (`cargo test --workspace`: unit and in-process tests, seconds; tests
+//! that need a cluster skip themselves). Then, unless `--fast`, the cluster set: every test
+//! target named `cluster_*`, run inside the local control plane's network namespace with
+//! `KUBEWARDEN_REQUIRE_CLUSTER=1`, so a missing cluster fails instead of skipping.
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+use crate::cluster::{self, ClusterLayout, NETNS};
 
 /// Runs a command, echoing it first, and fails with its exit status.
 pub fn run_step(description: &str, command: &mut Command) -> Result<()> {
@@ -16,15 +23,45 @@ pub fn run_step(description: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+fn cargo_path() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-/// Runs every test of the workspace: unit and in-process tests of every crate, and the check
-/// that the committed CRDs match the types.
-pub fn run() -> Result<()> {
+pub fn run(fast_only: bool) -> Result<()> {
     run_step(
-        "unit and in-process tests",
-        cargo().args(["test", "--workspace", "--locked"]),
-    )
+        "fast tests: unit and in-process (cluster tests skip themselves here)",
+        Command::new(cargo_path()).args(["test", "--workspace", "--locked"]),
+    )?;
+    if fast_only {
+        return Ok(());
+    }
+    let layout = ClusterLayout::default_location();
+    println!("==> local control plane");
+    let already_up = cluster::is_up(&layout);
+    if !already_up {
+        cluster::up(&layout, 3).context("starting the local control plane (needs root for the network namespace and Go to build it)")?;
+    }
+    let kubeconfig = layout.kubeconfig();
+    let result = run_step(
+        "cluster tests (test targets named cluster_*)",
+        Command::new("ip")
+            .args(["netns", "exec", NETNS, "env"])
+            .arg(format!(
+                "KUBEWARDEN_TEST_KUBECONFIG={}",
+                kubeconfig.display()
+            ))
+            .arg("KUBEWARDEN_REQUIRE_CLUSTER=1")
+            .arg(cargo_path())
+            .args(["test", "--workspace", "--locked", "--test", "cluster_*"]),
+    );
+    if result.is_err() {
+        println!(
+            "component logs of the local control plane: {}",
+            layout.logs().display()
+        );
+    }
+    if !already_up {
+        cluster::down(&layout)?;
+    }
+    result
 }

@@ -89,7 +89,7 @@ fn netns_exists() -> bool {
     Path::new("/run/netns").join(NETNS).exists()
 }
 
-fn create_netns(nodes: u32) -> Result<()> {
+fn create_netns() -> Result<()> {
     ip(&["netns", "add", NETNS])?;
     let steps: Vec<Vec<String>> = vec![
         vec!["link".into(), "set".into(), "lo".into(), "up".into()],
@@ -132,7 +132,6 @@ fn create_netns(nodes: u32) -> Result<()> {
         args.extend(step.iter().map(String::as_str));
         ip(&args)?;
     }
-    let _ = nodes;
     Ok(())
 }
 
@@ -260,10 +259,15 @@ status:
     )
 }
 
+/// Whether the cluster runs and its apiserver is ready.
+pub fn is_up(layout: &ClusterLayout) -> bool {
+    netns_exists() && kubectl(layout, &["get", "--raw", "/readyz"]).is_some()
+}
+
 /// Starts the control plane with `nodes` fake nodes. Does nothing if it already runs.
 pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
     if netns_exists() {
-        if kubectl(layout, &["get", "--raw", "/readyz"]).is_some() {
+        if is_up(layout) {
             println!("the local cluster is already up; `cargo xtask cluster down` stops it");
             return Ok(());
         }
@@ -288,7 +292,7 @@ pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
         "starting the local control plane in network namespace {NETNS} (logs in {})",
         layout.logs().display()
     );
-    create_netns(nodes)?;
+    create_netns()?;
 
     let result = start_components(layout, &bin, nodes);
     if let Err(err) = result {
