@@ -64,6 +64,19 @@ pub enum Operation {
     All,
 }
 
+impl Operation {
+    /// The operation as Kubernetes spells it in webhook rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+            Operation::All => "*",
+        }
+    }
+}
+
 /// Scope of the resources a rule matches.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleScope {

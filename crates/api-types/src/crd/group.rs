@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
@@ -57,72 +57,12 @@ pub struct GroupVerdict {
     pub message: String,
 }
 
-/// What an AdmissionPolicyGroup declares.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "policies.kubewarden.io",
-    version = "v1",
-    kind = "AdmissionPolicyGroup",
-    plural = "admissionpolicygroups",
-    shortname = "apg",
-    namespaced,
-    status = "PolicyStatus",
-    derive = "PartialEq",
+policy_kind! {
+    kind = "AdmissionPolicyGroup", plural = "admissionpolicygroups", shortname = "apg",
     doc = "An AdmissionPolicyGroup combines several policies with a boolean expression, for resources of its own namespace.",
-    annotation("helm.sh/resource-policy", "keep"),
-    printcolumn(
-        name = "Policy Server",
-        type_ = "string",
-        json_path = ".spec.policyServer",
-        description = "Bound to Policy Server"
-    ),
-    printcolumn(
-        name = "BackgroundAudit",
-        type_ = "boolean",
-        json_path = ".spec.backgroundAudit",
-        description = "Whether the policy is used in audit checks"
-    ),
-    printcolumn(
-        name = "Mode",
-        type_ = "string",
-        json_path = ".spec.mode",
-        description = "Policy deployment mode"
-    ),
-    printcolumn(
-        name = "Observed mode",
-        type_ = "string",
-        json_path = ".status.mode",
-        description = "Policy deployment mode observed on the assigned Policy Server"
-    ),
-    printcolumn(
-        name = "Status",
-        type_ = "string",
-        json_path = ".status.policyStatus",
-        description = "Status of the policy"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Severity",
-        type_ = "string",
-        json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.severity",
-        description = "Severity of the policy",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Category",
-        type_ = "string",
-        json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.category",
-        description = "Category of the policy",
-        priority = 1
-    )
-)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.policyServer == oldSelf.policyServer").message("policyServer is immutable"))]
-#[x_kube(validation = Rule::new("!(oldSelf.mode == 'protect' && self.mode == 'monitor')").message("mode cannot change from protect to monitor"))]
+    extra = [namespaced,],
+    mutating_column = [],
+/// What an AdmissionPolicyGroup declares.
 pub struct AdmissionPolicyGroupSpec {
     #[serde(flatten)]
     pub common: PolicySpecCommon,
@@ -132,32 +72,14 @@ pub struct AdmissionPolicyGroupSpec {
     #[schemars(extend("minProperties" = 1))]
     pub policies: BTreeMap<String, PolicyGroupMember>,
 }
+}
 
-/// What a ClusterAdmissionPolicyGroup declares.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "policies.kubewarden.io",
-    version = "v1",
-    kind = "ClusterAdmissionPolicyGroup",
-    plural = "clusteradmissionpolicygroups",
-    shortname = "capg",
-    validation = Rule::new("size(self.metadata.name) <= 214").message("name must be at most 214 characters: the webhook name clusterwide-group-<name>.kubewarden.admission must fit in 253"),
-    status = "PolicyStatus",
-    derive = "PartialEq",
+policy_kind! {
+    kind = "ClusterAdmissionPolicyGroup", plural = "clusteradmissionpolicygroups", shortname = "capg",
     doc = "A ClusterAdmissionPolicyGroup combines several policies with a boolean expression, for resources anywhere in the cluster.",
-    annotation("helm.sh/resource-policy", "keep"),
-    printcolumn(name = "Policy Server", type_ = "string", json_path = ".spec.policyServer", description = "Bound to Policy Server"),
-    printcolumn(name = "BackgroundAudit", type_ = "boolean", json_path = ".spec.backgroundAudit", description = "Whether the policy is used in audit checks"),
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", description = "Policy deployment mode"),
-    printcolumn(name = "Observed mode", type_ = "string", json_path = ".status.mode", description = "Policy deployment mode observed on the assigned Policy Server"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.policyStatus", description = "Status of the policy"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Severity", type_ = "string", json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.severity", description = "Severity of the policy", priority = 1),
-    printcolumn(name = "Category", type_ = "string", json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.category", description = "Category of the policy", priority = 1)
-)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.policyServer == oldSelf.policyServer").message("policyServer is immutable"))]
-#[x_kube(validation = Rule::new("!(oldSelf.mode == 'protect' && self.mode == 'monitor')").message("mode cannot change from protect to monitor"))]
+    extra = [validation = Rule::new("size(self.metadata.name) <= 214").message("name must be at most 214 characters: the webhook name clusterwide-group-<name>.kubewarden.admission must fit in 253"),],
+    mutating_column = [],
+/// What a ClusterAdmissionPolicyGroup declares.
 pub struct ClusterAdmissionPolicyGroupSpec {
     #[serde(flatten)]
     pub common: PolicySpecCommon,
@@ -168,4 +90,5 @@ pub struct ClusterAdmissionPolicyGroupSpec {
     /// The members, by the name the expression calls them with.
     #[schemars(extend("minProperties" = 1))]
     pub policies: BTreeMap<String, ClusterPolicyGroupMember>,
+}
 }

@@ -4,6 +4,8 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+#[macro_use]
+mod macros;
 pub mod common;
 pub mod group;
 pub mod policy;

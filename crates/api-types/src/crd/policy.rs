@@ -2,91 +2,26 @@
 //! requests it is called for.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
     ContextAwareResource, PolicySpecCommon, PolicyStatus, deserialize_present, settings_schema,
 };
 
-/// What an AdmissionPolicy declares; a ClusterAdmissionPolicy declares the same and more.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "policies.kubewarden.io",
-    version = "v1",
-    kind = "AdmissionPolicy",
-    plural = "admissionpolicies",
-    shortname = "ap",
-    namespaced,
-    status = "PolicyStatus",
-    derive = "PartialEq",
+policy_kind! {
+    kind = "AdmissionPolicy", plural = "admissionpolicies", shortname = "ap",
     doc = "An AdmissionPolicy evaluates requests for resources of its own namespace with a WebAssembly module.",
-    annotation("helm.sh/resource-policy", "keep"),
-    printcolumn(
-        name = "Policy Server",
-        type_ = "string",
-        json_path = ".spec.policyServer",
-        description = "Bound to Policy Server"
-    ),
-    printcolumn(
-        name = "Mutating",
-        type_ = "boolean",
-        json_path = ".spec.mutating",
-        description = "Whether the policy is mutating"
-    ),
-    printcolumn(
-        name = "BackgroundAudit",
-        type_ = "boolean",
-        json_path = ".spec.backgroundAudit",
-        description = "Whether the policy is used in audit checks"
-    ),
-    printcolumn(
-        name = "Mode",
-        type_ = "string",
-        json_path = ".spec.mode",
-        description = "Policy deployment mode"
-    ),
-    printcolumn(
-        name = "Observed mode",
-        type_ = "string",
-        json_path = ".status.mode",
-        description = "Policy deployment mode observed on the assigned Policy Server"
-    ),
-    printcolumn(
-        name = "Status",
-        type_ = "string",
-        json_path = ".status.policyStatus",
-        description = "Status of the policy"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Severity",
-        type_ = "string",
-        json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.severity",
-        description = "Severity of the policy",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Category",
-        type_ = "string",
-        json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.category",
-        description = "Category of the policy",
-        priority = 1
-    )
-)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.policyServer == oldSelf.policyServer").message("policyServer is immutable"))]
-#[x_kube(validation = Rule::new("!(oldSelf.mode == 'protect' && self.mode == 'monitor')").message("mode cannot change from protect to monitor"))]
+    extra = [namespaced,],
+    mutating_column = [printcolumn(name = "Mutating", type_ = "boolean", json_path = ".spec.mutating", description = "Whether the policy is mutating"),],
+/// What an AdmissionPolicy declares; a ClusterAdmissionPolicy declares the same and more.
 #[x_kube(validation = Rule::new("!has(self.timeoutEvalSeconds) || self.timeoutEvalSeconds <= self.timeoutSeconds").message("timeoutEvalSeconds must not exceed timeoutSeconds"))]
 pub struct AdmissionPolicySpec {
     #[serde(flatten)]
     pub common: PolicySpecCommon,
     #[serde(flatten)]
     pub module: PolicyModule,
+}
 }
 
 /// The WebAssembly module of a policy and how it is run.
@@ -122,32 +57,12 @@ pub struct PolicyModule {
     pub message: Option<String>,
 }
 
-/// What a ClusterAdmissionPolicy declares.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "policies.kubewarden.io",
-    version = "v1",
-    kind = "ClusterAdmissionPolicy",
-    plural = "clusteradmissionpolicies",
-    shortname = "cap",
-    validation = Rule::new("size(self.metadata.name) <= 220").message("name must be at most 220 characters: the webhook name clusterwide-<name>.kubewarden.admission must fit in 253"),
-    status = "PolicyStatus",
-    derive = "PartialEq",
+policy_kind! {
+    kind = "ClusterAdmissionPolicy", plural = "clusteradmissionpolicies", shortname = "cap",
     doc = "A ClusterAdmissionPolicy evaluates requests for resources anywhere in the cluster with a WebAssembly module.",
-    annotation("helm.sh/resource-policy", "keep"),
-    printcolumn(name = "Policy Server", type_ = "string", json_path = ".spec.policyServer", description = "Bound to Policy Server"),
-    printcolumn(name = "Mutating", type_ = "boolean", json_path = ".spec.mutating", description = "Whether the policy is mutating"),
-    printcolumn(name = "BackgroundAudit", type_ = "boolean", json_path = ".spec.backgroundAudit", description = "Whether the policy is used in audit checks"),
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", description = "Policy deployment mode"),
-    printcolumn(name = "Observed mode", type_ = "string", json_path = ".status.mode", description = "Policy deployment mode observed on the assigned Policy Server"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.policyStatus", description = "Status of the policy"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Severity", type_ = "string", json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.severity", description = "Severity of the policy", priority = 1),
-    printcolumn(name = "Category", type_ = "string", json_path = ".metadata.annotations.io\\.kubewarden\\.policy\\.category", description = "Category of the policy", priority = 1)
-)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.policyServer == oldSelf.policyServer").message("policyServer is immutable"))]
-#[x_kube(validation = Rule::new("!(oldSelf.mode == 'protect' && self.mode == 'monitor')").message("mode cannot change from protect to monitor"))]
+    extra = [validation = Rule::new("size(self.metadata.name) <= 220").message("name must be at most 220 characters: the webhook name clusterwide-<name>.kubewarden.admission must fit in 253"),],
+    mutating_column = [printcolumn(name = "Mutating", type_ = "boolean", json_path = ".spec.mutating", description = "Whether the policy is mutating"),],
+/// What a ClusterAdmissionPolicy declares.
 #[x_kube(validation = Rule::new("!has(self.timeoutEvalSeconds) || self.timeoutEvalSeconds <= self.timeoutSeconds").message("timeoutEvalSeconds must not exceed timeoutSeconds"))]
 pub struct ClusterAdmissionPolicySpec {
     #[serde(flatten)]
@@ -159,6 +74,7 @@ pub struct ClusterAdmissionPolicySpec {
     /// Kinds the policy may read from the cluster through host capabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_aware_resources: Option<Vec<ContextAwareResource>>,
+}
 }
 
 /// Fields only cluster-wide policies and groups have.

@@ -18,8 +18,7 @@ pub use quantity::parse_quantity;
 use crate::capabilities;
 use crate::crd::{
     AdmissionPolicyGroupSpec, AdmissionPolicySpec, ClusterAdmissionPolicyGroupSpec,
-    ClusterAdmissionPolicySpec, Operation, PolicyMode, PolicyModule, PolicyServerSpec,
-    PolicySpecCommon,
+    ClusterAdmissionPolicySpec, PolicyMode, PolicyModule, PolicyServerSpec, PolicySpecCommon,
 };
 use crate::defaults::{MAX_MATCH_CONDITIONS, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 use crate::group_expression::GroupExpression;
@@ -545,17 +544,6 @@ fn check_group<'a>(
             }
         }
         Err(err) => v.add("spec.expression", err.to_string()),
-    }
-}
-
-/// Operations of a rule as the strings Kubernetes uses (for messages and webhook rules).
-pub fn operation_name(operation: Operation) -> &'static str {
-    match operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-        Operation::All => "*",
     }
 }
 

@@ -8,7 +8,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::crd::{
-    ClusterPolicyGroupMember, ClusterWideFields, GroupVerdict, PolicyGroupMember, PolicyRule,
+    ClusterPolicyGroupMember, ClusterWideFields, GroupVerdict, Operation, PolicyGroupMember,
+    PolicyRule,
 };
 
 fn fields(violations: &[Violation]) -> Vec<&str> {
