@@ -63,6 +63,17 @@ fn node_of(pod: &Pod) -> Option<String> {
     pod.spec.as_ref().and_then(|s| s.node_name.clone())
 }
 
+/// Waits until the app has exactly two pods, scheduled on two different nodes.
+async fn wait_for_two_pods_on_two_nodes(cluster: &TestCluster, app: &str) {
+    wait_until("two pods on two nodes", Duration::from_secs(60), || async {
+        let pods = pods_of(cluster, app).await;
+        let nodes: std::collections::BTreeSet<_> = pods.iter().filter_map(node_of).collect();
+        Ok(pods.len() == 2 && nodes.len() == 2)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{app}: {e}"));
+}
+
 async fn create_deployment(cluster: &TestCluster, object: Value) {
     let deployment: Deployment = serde_json::from_value(object).expect("deployment");
     cluster
@@ -166,17 +177,7 @@ async fn same_host_port_on_two_nodes_schedules_both() {
         ),
     )
     .await;
-    wait_until(
-        "both pods on different nodes",
-        Duration::from_secs(60),
-        || async {
-            let pods = pods_of(&cluster, &name).await;
-            let nodes: std::collections::BTreeSet<_> = pods.iter().filter_map(node_of).collect();
-            Ok(pods.len() == 2 && nodes.len() == 2)
-        },
-    )
-    .await
-    .expect("both scheduled");
+    wait_for_two_pods_on_two_nodes(&cluster, &name).await;
     cluster.cleanup().await;
 }
 
@@ -192,17 +193,7 @@ async fn required_anti_affinity_spreads_replicas() {
         deployment(&name, 2, false, 8443, &["kwok-node-1", "kwok-node-2"], true),
     )
     .await;
-    wait_until(
-        "replicas on distinct nodes",
-        Duration::from_secs(60),
-        || async {
-            let pods = pods_of(&cluster, &name).await;
-            let nodes: std::collections::BTreeSet<_> = pods.iter().filter_map(node_of).collect();
-            Ok(pods.len() == 2 && nodes.len() == 2)
-        },
-    )
-    .await
-    .expect("spread");
+    wait_for_two_pods_on_two_nodes(&cluster, &name).await;
     // A third replica has nowhere to go among the two allowed nodes.
     let deployments = cluster.namespaced::<Deployment>();
     deployments
