@@ -2,6 +2,7 @@
 
 mod cluster;
 mod crds;
+mod policies;
 mod test;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
         #[arg(long)]
         fast: bool,
     },
+    /// Build the test policies in policies/ and write the annotated fixtures.
+    Policies,
     /// Build, start, inspect and stop the local Kubernetes control plane.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -54,5 +57,6 @@ fn main() -> Result<()> {
         Command::GenCrds { check } => crds::run(&repo_root(), check),
         Command::Test { fast } => test::run(fast),
         Command::Cluster(command) => cluster::run(command),
+        Command::Policies => policies::run(&repo_root()),
     }
 }

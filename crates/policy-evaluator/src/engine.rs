@@ -1,0 +1,104 @@
+//! The shared wasmtime [`Engine`]: one per process, with epoch-based deadlines and an optional
+//! on-disk cache of compiled modules.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Cache, CacheConfig, Config, Engine, OptLevel};
+
+use crate::error::LoadError;
+use crate::module::PolicyModule;
+
+/// How often the engine's epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(100);
+
+/// Settings of a [`PolicyEngine`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Directory where compiled modules are cached, keyed by module content, engine settings
+    /// and wasmtime version, so that a restart does not compile again. `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+}
+
+struct Inner {
+    engine: Engine,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Compiles policy modules and runs them. Cheap to clone.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine").finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    pub fn new(options: &EngineOptions) -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            // Go ≥ 1.26 emits function references.
+            .wasm_function_references(true)
+            .wasm_gc(true);
+        if let Some(dir) = &options.cache_dir {
+            let mut cache_config = CacheConfig::new();
+            cache_config.with_directory(dir);
+            let cache = Cache::new(cache_config).map_err(|e| {
+                LoadError::Engine(format!("compile cache in {}: {e:#}", dir.display()))
+            })?;
+            config.cache(Some(cache));
+        }
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("starting the epoch ticker: {e}")))?;
+        Ok(PolicyEngine {
+            inner: Arc::new(Inner {
+                engine,
+                stop_ticker,
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Reads a module's metadata, compiles it (or takes it from the cache) and prepares it for
+    /// instantiation.
+    pub fn load(&self, wasm: &[u8]) -> Result<PolicyModule, LoadError> {
+        PolicyModule::new(self.clone(), wasm)
+    }
+}
+
+/// Ticks to allow for `timeout`: rounded up, plus one for the tick already under way.
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+}

@@ -1,0 +1,226 @@
+//! [`PolicyEvaluator`]: one policy (a module plus its settings and limits) answering requests.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use wasmtime::{Instance, Store, Trap};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::engine::deadline_ticks;
+use crate::error::EvaluationError;
+use crate::host::{HostCapabilities, NoHostCapabilities};
+use crate::limits::{EvaluationLimits, MemoryLimiter};
+use crate::module::PolicyModule;
+use crate::response::{AdmissionResponse, SettingsValidationResponse, ValidationResponse};
+use crate::wapc::{HostState, WapcCall};
+
+/// How a policy is run, besides its module.
+#[derive(Debug, Clone)]
+pub struct EvaluatorSettings {
+    /// Id the policy is served under; used in logs and host-capability calls.
+    pub policy_id: String,
+    /// The policy's settings; `None` and `null` are given to the policy as `{}`.
+    pub settings: Option<Value>,
+    pub limits: EvaluationLimits,
+    /// Host capability patterns the policy may call (`*`, `oci/*`, ...); empty grants none.
+    pub host_capabilities: Vec<String>,
+    pub host: Arc<dyn HostCapabilities>,
+}
+
+impl EvaluatorSettings {
+    pub fn new(policy_id: impl Into<String>) -> Self {
+        EvaluatorSettings {
+            policy_id: policy_id.into(),
+            settings: None,
+            limits: EvaluationLimits::default(),
+            host_capabilities: Vec::new(),
+            host: Arc::new(NoHostCapabilities),
+        }
+    }
+}
+
+/// A policy ready to evaluate requests. Every evaluation runs in a fresh instance of the
+/// module, so a guest that traps, loops or exhausts its memory cannot affect the next one, and
+/// evaluations may run on many threads at once.
+#[derive(Debug, Clone)]
+pub struct PolicyEvaluator {
+    module: Arc<PolicyModule>,
+    policy_id: Arc<str>,
+    settings: Value,
+    limits: EvaluationLimits,
+    granted: Arc<[String]>,
+    host: Arc<dyn HostCapabilities>,
+}
+
+impl PolicyEvaluator {
+    pub fn new(module: Arc<PolicyModule>, settings: EvaluatorSettings) -> Self {
+        let policy_settings = match settings.settings {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(value) => value,
+        };
+        PolicyEvaluator {
+            module,
+            policy_id: settings.policy_id.into(),
+            settings: policy_settings,
+            limits: settings.limits,
+            granted: settings.host_capabilities.into(),
+            host: settings.host,
+        }
+    }
+
+    pub fn module(&self) -> &PolicyModule {
+        &self.module
+    }
+
+    pub fn policy_id(&self) -> &str {
+        &self.policy_id
+    }
+
+    /// Asks the policy whether its settings are valid.
+    pub fn validate_settings(&self) -> Result<SettingsValidationResponse, EvaluationError> {
+        let payload = serde_json::to_vec(&self.settings)
+            .map_err(|e| EvaluationError::InvalidRequest(e.to_string()))?;
+        let answer = self.call("validate_settings", payload)?;
+        serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {
+            expected: "SettingsValidationResponse",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Evaluates an AdmissionRequest (the `request` of an AdmissionReview).
+    pub fn validate(&self, request: &Value) -> Result<AdmissionResponse, EvaluationError> {
+        let uid = request
+            .get("uid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| EvaluationError::InvalidRequest("the request has no uid".into()))?;
+        let answer = self.validation_answer(request)?;
+        let object = request.get("object").unwrap_or(&Value::Null);
+        Ok(AdmissionResponse::from_validation(uid, object, answer))
+    }
+
+    /// Evaluates a free-form document (raw policies, `/validate_raw`); a mutation is a patch
+    /// of the whole document.
+    pub fn validate_raw(&self, request: &Value) -> Result<AdmissionResponse, EvaluationError> {
+        let uid = request
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let answer = self.validation_answer(request)?;
+        Ok(AdmissionResponse::from_validation(uid, request, answer))
+    }
+
+    fn validation_answer(&self, request: &Value) -> Result<ValidationResponse, EvaluationError> {
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "request": request,
+            "settings": self.settings,
+        }))
+        .map_err(|e| EvaluationError::InvalidRequest(e.to_string()))?;
+        let answer = self.call("validate", payload)?;
+        serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {
+            expected: "ValidationResponse",
+            reason: e.to_string(),
+        })
+    }
+
+    /// The waPC protocol version the guest reports.
+    pub fn protocol_version(&self) -> Result<String, EvaluationError> {
+        let answer = self.call("protocol_version", Vec::new())?;
+        serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {
+            expected: "protocol version",
+            reason: e.to_string(),
+        })
+    }
+
+    /// One waPC call in a fresh instance.
+    fn call(&self, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, EvaluationError> {
+        let state = HostState {
+            wasi: WasiCtxBuilder::new()
+                .inherit_stdout()
+                .inherit_stderr()
+                .build_p1(),
+            limiter: MemoryLimiter::new(self.limits.memory_bytes),
+            call: WapcCall::default(),
+            policy_id: self.policy_id.clone(),
+            granted: self.granted.clone(),
+            host: self.host.clone(),
+        };
+        let mut store = Store::new(self.module.engine.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.limits.timeout.map_or(u64::MAX, deadline_ticks));
+
+        let instance = match self.module.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) => {
+                return Err(match self.classify(err, &store) {
+                    EvaluationError::Trap(message) => EvaluationError::Instantiation(message),
+                    other => other,
+                });
+            }
+        };
+        run_start_functions(&mut store, &instance).map_err(|err| self.classify(err, &store))?;
+        let guest_call = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
+            .map_err(|_| EvaluationError::MissingExport("__guest_call"))?;
+        let (op_len, payload_len) = (len_arg(operation.len())?, len_arg(payload.len())?);
+        store.data_mut().call.operation = operation.as_bytes().to_vec();
+        store.data_mut().call.payload = payload;
+        let status = guest_call
+            .call(&mut store, (op_len, payload_len))
+            .map_err(|err| self.classify(err, &store))?;
+        let call = &mut store.data_mut().call;
+        if status == 1 {
+            call.guest_response
+                .take()
+                .ok_or_else(|| EvaluationError::InvalidAnswer {
+                    expected: "waPC response",
+                    reason: "the policy reported success without a response".into(),
+                })
+        } else {
+            Err(EvaluationError::Guest(
+                call.guest_error
+                    .take()
+                    .unwrap_or_else(|| "the policy failed without an error message".into()),
+            ))
+        }
+    }
+
+    /// Names the cause of a failed call.
+    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>) -> EvaluationError {
+        if store.data().limiter.exceeded {
+            return EvaluationError::MemoryLimit {
+                limit_bytes: self.limits.memory_bytes,
+            };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                EvaluationError::Timeout(self.limits.timeout.unwrap_or_default())
+            }
+            Some(Trap::StackOverflow) => EvaluationError::StackOverflow,
+            Some(trap) => EvaluationError::Trap(trap.to_string()),
+            None => EvaluationError::Trap(format!("{err:#}")),
+        }
+    }
+}
+
+fn len_arg(len: usize) -> Result<i32, EvaluationError> {
+    i32::try_from(len).map_err(|_| {
+        EvaluationError::InvalidRequest(format!("{len} bytes is too large for a policy"))
+    })
+}
+
+/// Runs the initialisers a guest exports, in the order upstream does: `_start` (TinyGo and Go
+/// runtimes), then `wapc_init` (Rust SDK). A `_start` that ends with `proc_exit(0)` succeeded.
+fn run_start_functions(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<()> {
+    for name in ["_start", "wapc_init"] {
+        let Ok(function) = instance.get_typed_func::<(), ()>(&mut *store, name) else {
+            continue;
+        };
+        if let Err(err) = function.call(&mut *store, ()) {
+            match err.downcast_ref::<I32Exit>() {
+                Some(I32Exit(0)) => {}
+                _ => return Err(err),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The test policies (real waPC guests built from `policies/`) give the right verdicts, and
+//! hostile ones are stopped within their limits while the next evaluation still works.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use policy_evaluator::metadata::{ExecutionMode, Metadata, annotate};
+use policy_evaluator::{
+    EngineOptions, EvaluationError, EvaluationLimits, EvaluatorSettings, LoadError, PolicyEngine,
+    PolicyEvaluator, PolicyModule,
+};
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask policies`", path.display()))
+}
+
+fn engine() -> &'static PolicyEngine {
+    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| PolicyEngine::new(&EngineOptions::default()).expect("engine"))
+}
+
+fn module(name: &str) -> Arc<PolicyModule> {
+    Arc::new(
+        engine()
+            .load(&fixture(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}")),
+    )
+}
+
+fn evaluator(name: &str, settings: Value) -> PolicyEvaluator {
+    let mut config = EvaluatorSettings::new(name);
+    config.settings = Some(settings);
+    PolicyEvaluator::new(module(name), config)
+}
+
+fn pod_request(labels: Value) -> Value {
+    json!({
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "name": "nginx",
+        "namespace": "default",
+        "operation": "CREATE",
+        "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+        "object": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "nginx", "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}
+        }
+    })
+}
+
+#[test]
+fn accept_all_accepts() {
+    let policy = evaluator("accept-all", json!({}));
+    let response = policy.validate(&pod_request(json!({}))).expect("evaluates");
+    assert!(response.allowed);
+    assert_eq!(response.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(response.status, None);
+    assert_eq!(policy.protocol_version().expect("version"), "v1");
+    assert_eq!(
+        policy.module().metadata().execution_mode,
+        ExecutionMode::KubewardenWapc
+    );
+    assert!(policy.module().digest().starts_with("sha256:"));
+}
+
+#[test]
+fn reject_by_label_uses_its_settings() {
+    let policy = evaluator("reject-by-label", json!({"denied_labels": ["forbidden"]}));
+    assert!(policy.validate_settings().expect("settings call").valid);
+    let rejected = policy
+        .validate(&pod_request(json!({"forbidden": "yes"})))
+        .expect("evaluates");
+    assert!(!rejected.allowed);
+    let status = rejected.status.expect("status");
+    assert_eq!(
+        status.message.as_deref(),
+        Some("label forbidden is not allowed")
+    );
+    assert_eq!(status.code, Some(403));
+    let accepted = policy
+        .validate(&pod_request(json!({"fine": "yes"})))
+        .expect("evaluates");
+    assert!(accepted.allowed);
+}
+
+#[test]
+fn invalid_settings_are_reported() {
+    let policy = evaluator("reject-by-label", json!({"denied_labels": "forbidden"}));
+    let answer = policy.validate_settings().expect("settings call");
+    assert!(!answer.valid);
+    assert_eq!(
+        answer.message.as_deref(),
+        Some("denied_labels must be a list of strings")
+    );
+    // No settings at all means `{}` for the policy.
+    let mut config = EvaluatorSettings::new("no-settings");
+    config.settings = None;
+    let policy = PolicyEvaluator::new(module("reject-by-label"), config);
+    assert!(policy.validate_settings().expect("settings call").valid);
+}
+
+#[test]
+fn mutation_becomes_a_patch() {
+    let policy = evaluator("mutate-add-label", json!({}));
+    let response = policy
+        .validate(&pod_request(json!({"app": "web"})))
+        .expect("evaluates");
+    assert!(response.allowed);
+    assert_eq!(response.patch_type.as_deref(), Some("JSONPatch"));
+    assert_eq!(
+        response.decoded_patch(),
+        Some(
+            json!([{"op": "add", "path": "/metadata/labels/kubewarden.io~1mutated", "value": "true"}])
+        )
+    );
+    // Already labelled: nothing to change.
+    let unchanged = policy
+        .validate(&pod_request(json!({"kubewarden.io/mutated": "true"})))
+        .expect("evaluates");
+    assert_eq!(unchanged.patch, None);
+}
+
+#[test]
+fn raw_documents_are_patched_as_a_whole() {
+    // The guest answers with the mutated `object`; for a raw policy that answer replaces the
+    // whole document, so the patch turns the document into it.
+    let policy = evaluator("mutate-add-label", json!({}));
+    let document = json!({"uid": "raw-1", "object": {"metadata": {"name": "x"}}});
+    let response = policy.validate_raw(&document).expect("evaluates");
+    assert_eq!(response.uid, "raw-1");
+    assert_eq!(
+        response.decoded_patch(),
+        Some(json!([
+            {"op": "add", "path": "/metadata", "value": {"labels": {"kubewarden.io/mutated": "true"}, "name": "x"}},
+            {"op": "remove", "path": "/object"},
+            {"op": "remove", "path": "/uid"}
+        ]))
+    );
+}
+
+fn hostile(behaviour: &str, limits: EvaluationLimits) -> PolicyEvaluator {
+    let mut config = EvaluatorSettings::new(format!("hostile-{behaviour}"));
+    config.settings = Some(json!({"behaviour": behaviour}));
+    config.limits = limits;
+    PolicyEvaluator::new(module("hostile"), config)
+}
+
+/// After a failure the same module still evaluates normally.
+fn still_works() {
+    let polite = hostile("none", EvaluationLimits::default());
+    assert!(
+        polite
+            .validate(&pod_request(json!({})))
+            .expect("evaluates")
+            .allowed
+    );
+}
+
+#[test]
+fn endless_loop_is_interrupted() {
+    let limits = EvaluationLimits {
+        timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let err = hostile("loop", limits)
+        .validate(&pod_request(json!({})))
+        .expect_err("interrupted");
+    assert_eq!(err, EvaluationError::Timeout(Duration::from_millis(300)));
+    assert!(err.to_string().starts_with(
+        "Policy execution interrupted because it exceeded the allowed execution time"
+    ));
+    still_works();
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_limit() {
+    let limits = EvaluationLimits {
+        memory_bytes: 32 * 1024 * 1024,
+        ..Default::default()
+    };
+    let err = hostile("allocate", limits)
+        .validate(&pod_request(json!({})))
+        .expect_err("stopped");
+    assert_eq!(
+        err,
+        EvaluationError::MemoryLimit {
+            limit_bytes: 32 * 1024 * 1024
+        }
+    );
+    still_works();
+}
+
+#[test]
+fn traps_stack_overflows_and_guest_errors_are_reported() {
+    let request = pod_request(json!({}));
+    let limits = EvaluationLimits::default();
+    match hostile("trap", limits).validate(&request) {
+        Err(EvaluationError::Trap(message)) => {
+            assert!(message.contains("unreachable"), "{message}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(
+        hostile("recurse", limits).validate(&request),
+        Err(EvaluationError::StackOverflow)
+    );
+    assert_eq!(
+        hostile("guest-error", limits).validate(&request),
+        Err(EvaluationError::Guest(
+            "the policy failed on purpose".into()
+        ))
+    );
+    assert!(matches!(
+        hostile("garbage", limits).validate(&request),
+        Err(EvaluationError::InvalidAnswer {
+            expected: "ValidationResponse",
+            ..
+        })
+    ));
+    still_works();
+}
+
+#[test]
+fn requests_without_uid_are_refused() {
+    let policy = evaluator("accept-all", json!({}));
+    assert!(matches!(
+        policy.validate(&json!({"object": {}})),
+        Err(EvaluationError::InvalidRequest(_))
+    ));
+}
+
+#[test]
+fn evaluations_run_concurrently() {
+    let policy = evaluator("reject-by-label", json!({"denied_labels": ["x"]}));
+    std::thread::scope(|scope| {
+        for i in 0..4 {
+            let policy = &policy;
+            scope.spawn(move || {
+                for j in 0..10 {
+                    let labels = if (i + j) % 2 == 0 {
+                        json!({"x": "1"})
+                    } else {
+                        json!({})
+                    };
+                    let allowed = policy
+                        .validate(&pod_request(labels))
+                        .expect("evaluates")
+                        .allowed;
+                    assert_eq!(allowed, (i + j) % 2 == 1);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn modules_without_usable_metadata_are_refused() {
+    let wasm = fixture("accept-all");
+    let unversioned = annotate(&wasm, &Metadata::default()).expect("annotate");
+    let err = engine().load(&unversioned).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("missing the waPC protocol version"),
+        "{err}"
+    );
+
+    let opa = Metadata {
+        execution_mode: ExecutionMode::Opa,
+        ..Metadata::default()
+    };
+    let err = engine()
+        .load(&annotate(&wasm, &opa).expect("annotate"))
+        .expect_err("refused");
+    assert!(
+        matches!(err, LoadError::UnsupportedMode(ExecutionMode::Opa)),
+        "{err}"
+    );
+
+    let err = engine().load(b"\0asm\x01\0\0\0").expect_err("no metadata");
+    assert!(
+        err.to_string()
+            .contains("has no io.kubewarden.metadata section"),
+        "{err}"
+    );
+
+    let mut truncated = wasm.clone();
+    truncated.truncate(wasm.len() / 2);
+    assert!(engine().load(&truncated).is_err());
+}
+
+#[test]
+fn compiled_modules_are_cached_on_disk() {
+    let dir = std::env::temp_dir().join(format!("kw-compile-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = EngineOptions {
+        cache_dir: Some(dir.clone()),
+    };
+    let wasm = fixture("accept-all");
+    PolicyEngine::new(&options)
+        .expect("engine")
+        .load(&wasm)
+        .expect("first load");
+    let files = walk(&dir);
+    assert!(!files.is_empty(), "the first load writes the cache");
+    // A second engine (a restart) finds the entry.
+    let second = PolicyEngine::new(&options)
+        .expect("engine")
+        .load(&wasm)
+        .expect("second load");
+    assert!(second.metadata().rules.len() == 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}

@@ -1,0 +1,95 @@
+//! `cargo xtask policies`: builds the test policies in `policies/` and writes them, annotated
+//! with their metadata section, to `crates/policy-evaluator/tests/fixtures/`.
+//!
+//! rustup cannot add wasm targets on our machines, so the guests are built with Debian's rustc
+//! (`apt-get install rustc cargo libstd-rust-dev-wasm32 lld-14`). Debian's cargo cannot read
+//! the crates.io index here, so dependencies are vendored first with the rustup cargo.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use policy_evaluator::metadata::{Metadata, annotate};
+
+use crate::cluster::cache_root;
+use crate::test::run_step;
+
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const TARGET: &str = "wasm32-unknown-unknown";
+/// Guest crate directory and the fixture it becomes.
+pub const POLICIES: &[&str] = &[
+    "accept-all",
+    "reject-by-label",
+    "mutate-add-label",
+    "hostile",
+];
+
+pub fn run(root: &Path) -> Result<()> {
+    for tool in [DEBIAN_RUSTC, DEBIAN_CARGO] {
+        if !Path::new(tool).is_file() {
+            bail!(
+                "{tool} is missing: install Debian's Rust with the wasm32 standard library: apt-get install rustc cargo libstd-rust-dev-wasm32 lld-14"
+            );
+        }
+    }
+    let workspace = root.join("policies");
+    let vendor = cache_root().join("policies-vendor");
+    let target_dir = cache_root().join("policies-target");
+    run_step(
+        "vendoring the policies' dependencies",
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&workspace)
+            .args(["vendor", "--locked", "--quiet"])
+            .arg(&vendor)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    run_step(
+        "building the test policies with Debian's rustc",
+        Command::new(DEBIAN_CARGO)
+            .current_dir(&workspace)
+            .env("RUSTC", DEBIAN_RUSTC)
+            .args([
+                "build",
+                "--offline",
+                "--release",
+                "--target",
+                TARGET,
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .args([
+                "--config",
+                "source.crates-io.replace-with=\"vendored-sources\"",
+                "--config",
+            ])
+            .arg(format!(
+                "source.vendored-sources.directory=\"{}\"",
+                vendor.display()
+            )),
+    )?;
+    let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
+    fs::create_dir_all(&fixtures)?;
+    for policy in POLICIES {
+        let metadata_path = workspace.join(policy).join("metadata.json");
+        let metadata: Metadata = serde_json::from_str(
+            &fs::read_to_string(&metadata_path)
+                .with_context(|| format!("reading {}", metadata_path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", metadata_path.display()))?;
+        metadata
+            .validate()
+            .with_context(|| format!("{}", metadata_path.display()))?;
+        let built = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", policy.replace('-', "_")));
+        let wasm = fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+        let annotated = annotate(&wasm, &metadata)?;
+        let out = fixtures.join(format!("{policy}.wasm"));
+        fs::write(&out, &annotated).with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {} ({} bytes)", out.display(), annotated.len());
+    }
+    Ok(())
+}
