@@ -1,4 +1,5 @@
-//! `cargo xtask policies`: builds the test policies in `policies/` and writes them, annotated
+//! `cargo xtask policies`: builds the test policies in `policies/` (Rust waPC guests and Go
+//! WASI commands) and writes them, annotated
 //! with their metadata section, to `crates/policy-evaluator/tests/fixtures/`.
 //!
 //! rustup cannot add wasm targets on our machines, so the guests are built with Debian's rustc
@@ -18,13 +19,15 @@ use crate::test::run_step;
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const TARGET: &str = "wasm32-unknown-unknown";
-/// Guest crate directory and the fixture it becomes.
-pub const POLICIES: &[&str] = &[
+/// Rust guest crates (waPC), by directory; each becomes `<name>.wasm`.
+const RUST_POLICIES: &[&str] = &[
     "accept-all",
     "reject-by-label",
     "mutate-add-label",
     "hostile",
 ];
+/// Go guests (WASI commands, `GOOS=wasip1`), by directory.
+const GO_POLICIES: &[&str] = &["wasi-go"];
 
 pub fn run(root: &Path) -> Result<()> {
     for tool in [DEBIAN_RUSTC, DEBIAN_CARGO] {
@@ -69,9 +72,32 @@ pub fn run(root: &Path) -> Result<()> {
                 vendor.display()
             )),
     )?;
+    let mut built = Vec::new();
+    for policy in RUST_POLICIES {
+        let wasm = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", policy.replace('-', "_")));
+        built.push((*policy, wasm));
+    }
+    for policy in GO_POLICIES {
+        let wasm = target_dir.join(format!("{policy}.wasm"));
+        run_step(
+            &format!("building {policy} with Go (GOOS=wasip1)"),
+            Command::new("go")
+                .current_dir(workspace.join(policy))
+                .env("GOOS", "wasip1")
+                .env("GOARCH", "wasm")
+                .env("CGO_ENABLED", "0")
+                .args(["build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o"])
+                .arg(&wasm)
+                .arg("."),
+        )?;
+        built.push((*policy, wasm));
+    }
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
     fs::create_dir_all(&fixtures)?;
-    for policy in POLICIES {
+    for (policy, built) in built {
         let metadata_path = workspace.join(policy).join("metadata.json");
         let metadata: Metadata = serde_json::from_str(
             &fs::read_to_string(&metadata_path)
@@ -81,10 +107,6 @@ pub fn run(root: &Path) -> Result<()> {
         metadata
             .validate()
             .with_context(|| format!("{}", metadata_path.display()))?;
-        let built = target_dir
-            .join(TARGET)
-            .join("release")
-            .join(format!("{}.wasm", policy.replace('-', "_")));
         let wasm = fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
         let annotated = annotate(&wasm, &metadata)?;
         let out = fixtures.join(format!("{policy}.wasm"));

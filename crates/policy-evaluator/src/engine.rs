@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Cache, CacheConfig, Config, Engine, OptLevel};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, OptLevel,
+    PoolingAllocationConfig,
+};
 
 use crate::error::LoadError;
 use crate::module::PolicyModule;
@@ -20,6 +23,18 @@ pub struct EngineOptions {
     /// Directory where compiled modules are cached, keyed by module content, engine settings
     /// and wasmtime version, so that a restart does not compile again. `None` disables it.
     pub cache_dir: Option<PathBuf>,
+    /// Pre-allocate instance slots (wasmtime's pooling allocator) instead of mapping fresh
+    /// memory for every evaluation. `None` uses on-demand allocation.
+    pub pooling: Option<PoolingOptions>,
+}
+
+/// Sizing of the pooling allocator.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolingOptions {
+    /// Instances that can exist at once (evaluations in flight); more fail to instantiate.
+    pub max_instances: u32,
+    /// Largest linear memory of one instance; must be at least the evaluation memory limit.
+    pub max_memory_bytes: usize,
 }
 
 struct Inner {
@@ -54,6 +69,14 @@ impl PolicyEngine {
             // Go ≥ 1.26 emits function references.
             .wasm_function_references(true)
             .wasm_gc(true);
+        if let Some(pooling) = options.pooling {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_core_instances(pooling.max_instances)
+                .total_memories(pooling.max_instances)
+                .total_tables(pooling.max_instances)
+                .max_memory_size(pooling.max_memory_bytes);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         if let Some(dir) = &options.cache_dir {
             let mut cache_config = CacheConfig::new();
             cache_config.with_directory(dir);

@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use wasmtime::{Instance, Store, Trap};
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::engine::deadline_ticks;
 use crate::error::EvaluationError;
 use crate::host::{HostCapabilities, NoHostCapabilities};
 use crate::limits::{EvaluationLimits, MemoryLimiter};
+use crate::metadata::ExecutionMode;
 use crate::module::PolicyModule;
 use crate::response::{AdmissionResponse, SettingsValidationResponse, ValidationResponse};
 use crate::wapc::{HostState, WapcCall};
@@ -122,7 +124,7 @@ impl PolicyEvaluator {
         })
     }
 
-    /// The waPC protocol version the guest reports.
+    /// The waPC protocol version the guest reports (waPC guests only).
     pub fn protocol_version(&self) -> Result<String, EvaluationError> {
         let answer = self.call("protocol_version", Vec::new())?;
         serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {
@@ -131,13 +133,17 @@ impl PolicyEvaluator {
         })
     }
 
-    /// One waPC call in a fresh instance.
+    /// Runs one operation in a fresh instance, the way the module's execution mode wants.
     fn call(&self, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, EvaluationError> {
+        match self.module.metadata().execution_mode {
+            ExecutionMode::Wasi => self.call_wasi(operation, payload),
+            _ => self.call_wapc(operation, payload),
+        }
+    }
+
+    fn new_store(&self, wasi: wasmtime_wasi::p1::WasiP1Ctx) -> Store<HostState> {
         let state = HostState {
-            wasi: WasiCtxBuilder::new()
-                .inherit_stdout()
-                .inherit_stderr()
-                .build_p1(),
+            wasi,
             limiter: MemoryLimiter::new(self.limits.memory_bytes),
             call: WapcCall::default(),
             policy_id: self.policy_id.clone(),
@@ -147,16 +153,72 @@ impl PolicyEvaluator {
         let mut store = Store::new(self.module.engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(self.limits.timeout.map_or(u64::MAX, deadline_ticks));
+        store
+    }
 
-        let instance = match self.module.pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(err) => {
-                return Err(match self.classify(err, &store) {
-                    EvaluationError::Trap(message) => EvaluationError::Instantiation(message),
-                    other => other,
-                });
+    fn instantiate(&self, store: &mut Store<HostState>) -> Result<Instance, EvaluationError> {
+        self.module
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|err| match self.classify(err, store) {
+                EvaluationError::Trap(message) => EvaluationError::Instantiation(message),
+                other => other,
+            })
+    }
+
+    /// A WASI command: argv names the operation, stdin carries the payload, stdout the answer.
+    fn call_wasi(&self, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, EvaluationError> {
+        let argument = match operation {
+            "validate" => "validate",
+            "validate_settings" => "validate-settings",
+            other => {
+                return Err(EvaluationError::InvalidRequest(format!(
+                    "WASI policies do not answer {other}"
+                )));
             }
         };
+        let stdout = MemoryOutputPipe::new(WASI_OUTPUT_LIMIT);
+        let stderr = MemoryOutputPipe::new(WASI_OUTPUT_LIMIT);
+        let wasi = WasiCtxBuilder::new()
+            .args(&["policy.wasm", argument])
+            .stdin(MemoryInputPipe::new(payload))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build_p1();
+        let mut store = self.new_store(wasi);
+        let instance = self.instantiate(&mut store)?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|_| EvaluationError::MissingExport("_start"))?;
+        let exit_code = match start.call(&mut store, ()) {
+            Ok(()) => 0,
+            Err(err) => match err.downcast_ref::<I32Exit>() {
+                Some(I32Exit(code)) => *code,
+                None => return Err(self.classify(err, &store)),
+            },
+        };
+        let errors = String::from_utf8_lossy(&stderr.contents())
+            .trim()
+            .to_string();
+        if !errors.is_empty() {
+            tracing::debug!(policy = %self.policy_id, stderr = %errors, "WASI policy wrote to stderr");
+        }
+        if exit_code != 0 {
+            return Err(EvaluationError::Guest(format!(
+                "exited with code {exit_code}: {errors}"
+            )));
+        }
+        Ok(stdout.contents().to_vec())
+    }
+
+    /// One waPC call in a fresh instance.
+    fn call_wapc(&self, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, EvaluationError> {
+        let wasi = WasiCtxBuilder::new()
+            .inherit_stdout()
+            .inherit_stderr()
+            .build_p1();
+        let mut store = self.new_store(wasi);
+        let instance = self.instantiate(&mut store)?;
         run_start_functions(&mut store, &instance).map_err(|err| self.classify(err, &store))?;
         let guest_call = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
@@ -201,6 +263,9 @@ impl PolicyEvaluator {
         }
     }
 }
+
+/// Most a WASI policy may write to stdout or stderr in one evaluation.
+const WASI_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
 
 fn len_arg(len: usize) -> Result<i32, EvaluationError> {
     i32::try_from(len).map_err(|_| {

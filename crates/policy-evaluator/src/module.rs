@@ -8,8 +8,8 @@ use crate::error::LoadError;
 use crate::metadata::{ExecutionMode, Metadata};
 use crate::wapc::{self, HostState};
 
-/// A module whose metadata was checked, compiled once and linked against the host: every
-/// evaluation instantiates it afresh from here, which takes microseconds.
+/// A module whose metadata was checked, compiled once and linked against the host (WASI and
+/// the waPC imports): every evaluation instantiates it afresh from here.
 pub struct PolicyModule {
     pub(crate) engine: PolicyEngine,
     pub(crate) pre: InstancePre<HostState>,
@@ -29,7 +29,10 @@ impl std::fmt::Debug for PolicyModule {
 impl PolicyModule {
     pub(crate) fn new(engine: PolicyEngine, wasm: &[u8]) -> Result<Self, LoadError> {
         let metadata = Metadata::required_from_module(wasm)?;
-        if metadata.execution_mode != ExecutionMode::KubewardenWapc {
+        if !matches!(
+            metadata.execution_mode,
+            ExecutionMode::KubewardenWapc | ExecutionMode::Wasi
+        ) {
             return Err(LoadError::UnsupportedMode(metadata.execution_mode));
         }
         let module =

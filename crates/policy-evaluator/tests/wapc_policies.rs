@@ -303,6 +303,7 @@ fn compiled_modules_are_cached_on_disk() {
     let _ = std::fs::remove_dir_all(&dir);
     let options = EngineOptions {
         cache_dir: Some(dir.clone()),
+        ..Default::default()
     };
     let wasm = fixture("accept-all");
     PolicyEngine::new(&options)

@@ -1,0 +1,3 @@
+module kubewarden-rs/policies/wasi-go
+
+go 1.24
