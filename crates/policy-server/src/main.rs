@@ -1,22 +1,57 @@
 //! The policy-server: the HTTPS admission webhook that evaluates Kubewarden policies.
 
+mod api;
+mod cli;
+mod fetch;
+mod loader;
+mod metrics;
+mod pool;
+mod server;
+mod shaping;
+mod tls;
+
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
-/// HTTPS admission webhook server that evaluates Kubewarden WebAssembly policies.
-///
-/// Planned behaviour (upstream-compatible flags and environment variables): read
-/// `policies.yml` and `sources.yml`, fetch each policy module once (file, https, OCI
-/// registry), compile it, validate every policy's settings, then answer
-/// `POST /validate/<policy-id>`, `/validate_raw/<policy-id>` and `/audit/<policy-id>` over
-/// rustls on the webhook port, `/readiness` on its own port and Prometheus `/metrics`,
-/// evaluating on a bounded pool of wasmtime workers.
-///
-/// This build is the project skeleton: the server is not implemented yet.
-#[derive(Debug, Parser)]
-#[command(name = "policy-server", version)]
-struct Cli {}
+use crate::cli::{Cli, LogFormat};
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("the policy-server is not implemented yet in this build; see README.md")
+fn init_logging(cli: &Cli) {
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_fmt {
+        LogFormat::Text => builder.with_ansi(!cli.log_no_color).init(),
+        LogFormat::Json | LogFormat::Otlp => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    if cli.log_fmt == LogFormat::Otlp {
+        tracing::warn!(
+            "--log-fmt otlp: OpenTelemetry export is not available in this build; logging JSON to stderr"
+        );
+    }
+    let workers = cli.workers();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.clamp(1, 4))
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("policy-server: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "policy-server stopped");
+            eprintln!("policy-server: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

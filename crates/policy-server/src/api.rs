@@ -1,0 +1,343 @@
+//! The webhook endpoints: `/validate/{id}`, `/audit/{id}`, `/validate_raw/{id}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use policy_evaluator::EvaluationError;
+use policy_evaluator::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
+use serde_json::{Value, json};
+
+use crate::loader::{Decider, ServedPolicy};
+use crate::metrics::{EvaluationLabels, Metrics};
+use crate::pool::EvaluationPool;
+use crate::shaping::shape;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub policies: HashMap<String, Arc<ServedPolicy>>,
+    pub pool: EvaluationPool,
+    pub metrics: Metrics,
+    pub always_accept_namespace: Option<String>,
+}
+
+/// Which endpoint a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `/validate`: the answer is shaped by the policy's mode and options.
+    Validate,
+    /// `/audit`: the audit-scanner wants the policy's raw verdict.
+    Audit,
+    /// `/validate_raw`: a free-form document, not an AdmissionReview.
+    Raw,
+}
+
+impl Origin {
+    fn label(self) -> &'static str {
+        match self {
+            Origin::Validate => "validate",
+            Origin::Audit => "audit",
+            Origin::Raw => "validate_raw",
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/validate/{id}", post(validate))
+        .route("/audit/{id}", post(audit))
+        .route("/validate_raw/{id}", post(validate_raw))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// An error answered with a JSON body `{"message": .., "status": ..}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let message = message.into();
+    (
+        status,
+        Json(json!({"message": message, "status": status.as_u16()})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not found: the policy-server serves POST /validate/<policy id>, /audit/<policy id> and /validate_raw/<policy id>",
+    )
+}
+
+async fn validate(
+    state: State<Arc<AppState>>,
+    id: Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, id, body, Origin::Validate).await
+}
+
+async fn audit(
+    state: State<Arc<AppState>>,
+    id: Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, id, body, Origin::Audit).await
+}
+
+async fn validate_raw(
+    state: State<Arc<AppState>>,
+    id: Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, id, body, Origin::Raw).await
+}
+
+/// The `request` of the body, checked enough that nothing later can fail on its shape.
+fn parse_request(body: &[u8], origin: Origin) -> Result<Value, String> {
+    let document: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let Some(request) = document.get("request") else {
+        return Err(match origin {
+            Origin::Raw => "the body must be {\"request\": <document>}".into(),
+            _ => "the body is not an AdmissionReview: it has no \"request\"".into(),
+        });
+    };
+    if origin != Origin::Raw {
+        if !request.is_object() {
+            return Err("\"request\" must be an object".into());
+        }
+        if !request.get("uid").is_some_and(Value::is_string) {
+            return Err("the AdmissionReview request has no \"uid\"".into());
+        }
+    }
+    Ok(request.clone())
+}
+
+async fn handle(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+    origin: Origin,
+) -> Response {
+    let response = answer(&state, &id, body, origin).await;
+    let status = response.status();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[origin.label(), status.as_str()])
+        .inc();
+    response
+}
+
+async fn answer(
+    state: &Arc<AppState>,
+    id: &str,
+    body: Result<Bytes, BytesRejection>,
+    origin: Origin,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    let Some(policy) = state.policies.get(id).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("unknown policy: {id}"));
+    };
+    let request = match parse_request(&body, origin) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let uid = request
+        .get("uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let namespace = request
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+
+    let response = if origin == Origin::Validate
+        && state.always_accept_namespace.as_deref() == Some(namespace.as_str())
+        && !namespace.is_empty()
+    {
+        AdmissionResponse {
+            uid: uid.clone(),
+            allowed: true,
+            ..Default::default()
+        }
+    } else {
+        let started = Instant::now();
+        let evaluated = evaluate(state, policy.clone(), request.clone(), origin).await;
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        let response = match evaluated {
+            Ok(response) => response,
+            Err(EvaluationFailure::Policy(reason)) => {
+                AdmissionResponse::internal_error(&uid, reason)
+            }
+            Err(EvaluationFailure::Evaluation(EvaluationError::Timeout(limit))) => {
+                tracing::warn!(
+                    policy = id,
+                    ?limit,
+                    "evaluation interrupted: deadline exceeded"
+                );
+                AdmissionResponse::rejection(
+                    &uid,
+                    EvaluationError::Timeout(limit).to_string(),
+                    Some(500),
+                )
+            }
+            Err(EvaluationFailure::Evaluation(err)) => {
+                tracing::warn!(policy = id, error = %err, "evaluation failed");
+                AdmissionResponse::internal_error(&uid, err)
+            }
+            Err(EvaluationFailure::Pool(err)) => {
+                tracing::error!(policy = id, error = %err, "evaluation could not run");
+                AdmissionResponse::internal_error(&uid, err)
+            }
+        };
+        let response = if origin == Origin::Validate {
+            shape(
+                id,
+                policy.mode,
+                policy.allowed_to_mutate,
+                policy.message.as_deref(),
+                response,
+            )
+        } else {
+            response
+        };
+        state.metrics.record_evaluation(
+            &EvaluationLabels {
+                policy_name: id,
+                policy_mode: policy.mode.as_str(),
+                resource_kind: request
+                    .pointer("/kind/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                operation: request
+                    .get("operation")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                accepted: response.allowed,
+                mutated: response.patch.is_some(),
+                origin: origin.label(),
+                namespace: &namespace,
+                error_code: response.status.as_ref().and_then(|s| s.code),
+            },
+            millis,
+        );
+        response
+    };
+    let body = match origin {
+        Origin::Raw => json!({"response": response}),
+        _ => {
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+        }
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+#[derive(Debug)]
+enum EvaluationFailure {
+    /// The policy could not be loaded.
+    Policy(String),
+    Evaluation(EvaluationError),
+    Pool(crate::pool::PoolError),
+}
+
+async fn evaluate(
+    state: &AppState,
+    policy: Arc<ServedPolicy>,
+    request: Value,
+    origin: Origin,
+) -> Result<AdmissionResponse, EvaluationFailure> {
+    if let Err(reason) = &policy.decider {
+        return Err(EvaluationFailure::Policy(reason.clone()));
+    }
+    let outcome = state
+        .pool
+        .run(move || match &policy.decider {
+            Ok(Decider::Single(evaluator)) => match origin {
+                Origin::Raw => evaluator.validate_raw(&request),
+                _ => evaluator.validate(&request),
+            },
+            Ok(Decider::Group {
+                expression,
+                members,
+                message,
+            }) => evaluate_group(expression, members, message, &request, origin),
+            Err(reason) => Err(EvaluationError::Instantiation(reason.clone())),
+        })
+        .await
+        .map_err(EvaluationFailure::Pool)?;
+    outcome.map_err(EvaluationFailure::Evaluation)
+}
+
+/// Evaluates a group's expression, running a member only when the outcome depends on it.
+fn evaluate_group(
+    expression: &api_types::group_expression::GroupExpression,
+    members: &std::collections::BTreeMap<String, policy_evaluator::PolicyEvaluator>,
+    message: &str,
+    request: &Value,
+    origin: Origin,
+) -> Result<AdmissionResponse, EvaluationError> {
+    let uid = request
+        .get("uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut causes = Vec::new();
+    let mut warnings = Vec::new();
+    let allowed = expression.evaluate(&mut |name: &str| -> Result<bool, EvaluationError> {
+        let Some(member) = members.get(name) else {
+            return Err(EvaluationError::InvalidRequest(format!(
+                "unknown group member {name}"
+            )));
+        };
+        let response = match origin {
+            Origin::Raw => member.validate_raw(request)?,
+            _ => member.validate(request)?,
+        };
+        warnings.extend(response.warnings.clone().unwrap_or_default());
+        let (accepted, reason) = if response.patch.is_some() {
+            (
+                false,
+                Some("mutation is not allowed inside of policy group".to_string()),
+            )
+        } else {
+            (response.allowed, response.status.and_then(|s| s.message))
+        };
+        if !accepted {
+            causes.push(StatusCause {
+                field: Some(format!("spec.policies.{name}")),
+                message: reason,
+                reason: None,
+            });
+        }
+        Ok(accepted)
+    })?;
+    let mut response = AdmissionResponse {
+        uid: uid.to_string(),
+        allowed,
+        warnings: (!warnings.is_empty()).then_some(warnings),
+        ..Default::default()
+    };
+    if !allowed {
+        response.status = Some(AdmissionStatus {
+            message: Some(message.to_string()),
+            code: None,
+            details: Some(StatusDetails { causes }),
+        });
+    }
+    Ok(response)
+}

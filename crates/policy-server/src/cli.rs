@@ -1,0 +1,153 @@
+//! Command line and environment, as upstream's policy-server reads them, so the Deployment the
+//! controller writes runs either binary unchanged.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+    /// Accepted for compatibility; logs are written as JSON (no OpenTelemetry export yet).
+    Otlp,
+}
+
+/// HTTPS admission webhook server that evaluates Kubewarden WebAssembly policies.
+///
+/// Reads the policies from `--policies` (policies.yml), fetches and compiles each module,
+/// validates every policy's settings, then answers `POST /validate/<id>`,
+/// `/validate_raw/<id>` and `/audit/<id>` on `--port`, `GET /readiness` on
+/// `--readiness-probe-port` and, with `--enable-metrics`, Prometheus `GET /metrics` on
+/// `--metrics-port`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "policy-server", version)]
+pub struct Cli {
+    /// Log level (trace, debug, info, warn, error).
+    #[arg(long, env = "KUBEWARDEN_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "KUBEWARDEN_LOG_FMT", value_enum, default_value = "text")]
+    pub log_fmt: LogFormat,
+
+    /// Disable colours in text logs.
+    #[arg(long, env = "NO_COLOR")]
+    pub log_no_color: bool,
+
+    /// Address to bind every server to.
+    #[arg(long, env = "KUBEWARDEN_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub addr: IpAddr,
+
+    /// Port of the webhook server (HTTPS when a certificate is given).
+    #[arg(long, env = "KUBEWARDEN_PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Port of the plain-HTTP readiness endpoint.
+    #[arg(long, env = "KUBEWARDEN_READINESS_PROBE_PORT", default_value_t = 8081)]
+    pub readiness_probe_port: u16,
+
+    /// Port of the Prometheus endpoint (with --enable-metrics).
+    #[arg(long, env = "KUBEWARDEN_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+
+    /// Evaluations run at once; defaults to the number of CPUs.
+    #[arg(long, env = "KUBEWARDEN_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// PEM certificate (chain) of the webhook server. Needs --key-file.
+    #[arg(long, env = "KUBEWARDEN_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM private key of the webhook server. Needs --cert-file.
+    #[arg(long, env = "KUBEWARDEN_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+
+    /// PEM files of CAs whose client certificates are accepted (mutual TLS); comma separated.
+    #[arg(
+        long,
+        env = "KUBEWARDEN_CLIENT_CA_FILE",
+        value_delimiter = ',',
+        requires = "cert_file"
+    )]
+    pub client_ca_file: Vec<PathBuf>,
+
+    /// The policies to serve (policies.yml).
+    #[arg(long, env = "KUBEWARDEN_POLICIES", default_value = "policies.yml")]
+    pub policies: PathBuf,
+
+    /// Where downloaded policies and the compile cache are kept.
+    #[arg(long, env = "KUBEWARDEN_POLICIES_DOWNLOAD_DIR", default_value = ".")]
+    pub policies_download_dir: PathBuf,
+
+    /// sources.yml: insecure sources and extra certificate authorities.
+    #[arg(long, env = "KUBEWARDEN_SOURCES_PATH")]
+    pub sources_path: Option<PathBuf>,
+
+    /// Directory of a Docker config.json with registry credentials.
+    #[arg(long, env = "KUBEWARDEN_DOCKER_CONFIG_JSON_PATH")]
+    pub docker_config_json_path: Option<PathBuf>,
+
+    /// Signature verification configuration policies must satisfy.
+    #[arg(long, env = "KUBEWARDEN_VERIFICATION_CONFIG_PATH")]
+    pub verification_path: Option<PathBuf>,
+
+    /// Sigstore cache directory.
+    #[arg(
+        long,
+        env = "KUBEWARDEN_SIGSTORE_CACHE_DIR",
+        default_value = "sigstore-data"
+    )]
+    pub sigstore_cache_dir: PathBuf,
+
+    /// Sigstore ClientTrustConfig JSON.
+    #[arg(long, env = "KUBEWARDEN_SIGSTORE_TRUST_CONFIG_PATH")]
+    pub sigstore_trust_config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics on --metrics-port.
+    #[arg(long, env = "KUBEWARDEN_ENABLE_METRICS")]
+    pub enable_metrics: bool,
+
+    /// Accept every request from this namespace without evaluating it.
+    #[arg(long, env = "KUBEWARDEN_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE")]
+    pub always_accept_admission_reviews_on_namespace: Option<String>,
+
+    /// Let policies run without a deadline.
+    #[arg(long, env = "KUBEWARDEN_DISABLE_TIMEOUT_PROTECTION")]
+    pub disable_timeout_protection: bool,
+
+    /// Seconds an evaluation may take unless the policy sets timeoutEvalSeconds.
+    #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = 2)]
+    pub policy_timeout: u64,
+
+    /// Start even when the Kubernetes API cannot be reached.
+    #[arg(long, env = "KUBEWARDEN_IGNORE_KUBERNETES_CONNECTION_FAILURE")]
+    pub ignore_kubernetes_connection_failure: bool,
+
+    /// Exit at start-up when a policy cannot be loaded or has invalid settings (upstream's
+    /// behaviour). By default such a policy answers every request with allowed=false, code
+    /// 500 and the reason, while the other policies keep serving.
+    #[arg(long, env = "KUBEWARDEN_EXIT_ON_POLICY_ERRORS")]
+    pub exit_on_policy_errors: bool,
+
+    /// Upstream's switch for serving despite policy errors; this is the default here.
+    #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS", hide = true)]
+    pub continue_on_errors: bool,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "KUBEWARDEN_MAX_REQUEST_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_body_bytes: usize,
+
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "KUBEWARDEN_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Cli {
+    pub fn workers(&self) -> usize {
+        self.workers
+            .filter(|w| *w > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}

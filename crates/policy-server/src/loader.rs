@@ -1,0 +1,220 @@
+//! Turns policies.yml into served policies: every distinct module fetched and compiled once,
+//! every policy's settings validated. A policy that cannot be loaded is kept, with the reason,
+//! so that requests for it get a clear rejection instead of a 404.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use api_types::config::{PoliciesConfig, PolicyEntry, PolicyGroupMemberEntry, PolicyOrGroup};
+use api_types::crd::PolicyMode;
+use api_types::group_expression::GroupExpression;
+use policy_evaluator::{
+    EvaluationLimits, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
+};
+
+use crate::fetch::fetch;
+
+/// How a served policy decides.
+#[derive(Debug)]
+pub enum Decider {
+    Single(PolicyEvaluator),
+    Group {
+        expression: GroupExpression,
+        members: BTreeMap<String, PolicyEvaluator>,
+        message: String,
+    },
+}
+
+/// A policy as the server runs it.
+#[derive(Debug)]
+pub struct ServedPolicy {
+    pub id: String,
+    pub mode: PolicyMode,
+    pub allowed_to_mutate: bool,
+    /// Replaces the policy's own message on rejection.
+    pub message: Option<String>,
+    /// The decider, or why the policy cannot run.
+    pub decider: Result<Decider, String>,
+}
+
+/// Everything that shapes how policies run, from the command line.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub default_timeout: Option<Duration>,
+    pub memory_bytes: usize,
+}
+
+/// Modules by URL, each fetched and compiled once however many policies use it.
+struct ModuleCache<'a> {
+    engine: &'a PolicyEngine,
+    modules: HashMap<String, Result<Arc<PolicyModule>, String>>,
+}
+
+impl ModuleCache<'_> {
+    fn get(&mut self, url: &str) -> Result<Arc<PolicyModule>, String> {
+        if let Some(module) = self.modules.get(url) {
+            return module.clone();
+        }
+        let started = std::time::Instant::now();
+        let module = fetch(url).and_then(|wasm| {
+            self.engine
+                .load(&wasm)
+                .map(Arc::new)
+                .map_err(|e| format!("cannot load {url}: {e}"))
+        });
+        match &module {
+            Ok(m) => tracing::info!(
+                module = url,
+                digest = m.digest(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "module ready"
+            ),
+            Err(reason) => tracing::error!(module = url, %reason, "module cannot be used"),
+        }
+        self.modules.insert(url.to_string(), module.clone());
+        module
+    }
+}
+
+fn evaluator(
+    modules: &mut ModuleCache<'_>,
+    options: &LoadOptions,
+    id: &str,
+    module: &str,
+    settings: Option<serde_json::Value>,
+    timeout_eval_seconds: Option<u32>,
+    host_capabilities: Option<Vec<String>>,
+) -> Result<PolicyEvaluator, String> {
+    let module = modules.get(module)?;
+    let mut config = EvaluatorSettings::new(id);
+    config.settings = settings;
+    config.host_capabilities = host_capabilities.unwrap_or_default();
+    config.limits = EvaluationLimits {
+        timeout: match (options.default_timeout, timeout_eval_seconds) {
+            (None, _) => None,
+            (Some(_), Some(seconds)) => Some(Duration::from_secs(seconds.into())),
+            (Some(default), None) => Some(default),
+        },
+        memory_bytes: options.memory_bytes,
+    };
+    let evaluator = PolicyEvaluator::new(module, config);
+    let answer = evaluator
+        .validate_settings()
+        .map_err(|e| format!("cannot validate the settings: {e}"))?;
+    if !answer.valid {
+        return Err(format!(
+            "Policy settings are invalid: {}",
+            answer.message.unwrap_or_else(|| "no reason given".into())
+        ));
+    }
+    Ok(evaluator)
+}
+
+fn load_single(
+    modules: &mut ModuleCache<'_>,
+    options: &LoadOptions,
+    id: &str,
+    entry: PolicyEntry,
+) -> ServedPolicy {
+    let decider = evaluator(
+        modules,
+        options,
+        id,
+        &entry.module,
+        entry.settings,
+        entry.timeout_eval_seconds,
+        entry.host_capabilities,
+    )
+    .map(Decider::Single);
+    ServedPolicy {
+        id: id.to_string(),
+        mode: entry.policy_mode,
+        allowed_to_mutate: entry.allowed_to_mutate,
+        message: entry.message,
+        decider,
+    }
+}
+
+fn load_group(
+    modules: &mut ModuleCache<'_>,
+    options: &LoadOptions,
+    id: &str,
+    expression: &str,
+    members: BTreeMap<String, PolicyGroupMemberEntry>,
+    message: String,
+) -> Result<Decider, String> {
+    let expression = GroupExpression::parse(expression).map_err(|e| e.to_string())?;
+    let mut evaluators = BTreeMap::new();
+    for (name, member) in members {
+        let member_id = format!("{id}/{name}");
+        let evaluator = evaluator(
+            modules,
+            options,
+            &member_id,
+            &member.module,
+            member.settings,
+            member.timeout_eval_seconds,
+            member.host_capabilities,
+        )
+        .map_err(|e| format!("member {name}: {e}"))?;
+        evaluators.insert(name, evaluator);
+    }
+    if let Some(unknown) = expression
+        .members()
+        .into_iter()
+        .find(|m| !evaluators.contains_key(*m))
+    {
+        return Err(format!(
+            "the expression calls {unknown}(), which is not a member"
+        ));
+    }
+    Ok(Decider::Group {
+        expression,
+        members: evaluators,
+        message,
+    })
+}
+
+/// Loads every policy of `config`. Never fails as a whole: each policy carries its own error.
+pub fn load_policies(
+    engine: &PolicyEngine,
+    config: PoliciesConfig,
+    options: &LoadOptions,
+) -> HashMap<String, ServedPolicy> {
+    let mut modules = ModuleCache {
+        engine,
+        modules: HashMap::new(),
+    };
+    let mut served = HashMap::new();
+    for (id, entry) in config.0 {
+        let policy = match entry {
+            PolicyOrGroup::Policy(entry) => load_single(&mut modules, options, &id, entry),
+            PolicyOrGroup::Group(group) => {
+                let decider = load_group(
+                    &mut modules,
+                    options,
+                    &id,
+                    &group.expression,
+                    group.policies,
+                    group.message,
+                );
+                ServedPolicy {
+                    id: id.clone(),
+                    mode: group.policy_mode,
+                    allowed_to_mutate: false,
+                    message: None,
+                    decider,
+                }
+            }
+        };
+        match &policy.decider {
+            Ok(_) => tracing::info!(policy = %id, mode = policy.mode.as_str(), "policy loaded"),
+            Err(reason) => {
+                tracing::error!(policy = %id, %reason, "policy cannot be served; its requests will be rejected")
+            }
+        }
+        served.insert(id, policy);
+    }
+    served
+}

@@ -1,0 +1,228 @@
+//! Start-up and the three listeners: webhook (HTTPS), readiness (HTTP) and metrics (HTTP).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use api_types::config::{PoliciesConfig, SourcesConfig};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use policy_evaluator::limits::DEFAULT_MEMORY_LIMIT_BYTES;
+use policy_evaluator::{EngineOptions, PolicyEngine, PoolingOptions};
+
+use crate::api::{AppState, router};
+use crate::cli::Cli;
+use crate::loader::{LoadOptions, load_policies};
+use crate::metrics::Metrics;
+use crate::pool::EvaluationPool;
+use crate::tls::TlsFiles;
+
+/// How often certificate files are checked for changes.
+const TLS_RELOAD_POLL: Duration = Duration::from_secs(2);
+
+async fn readiness(State(ready): State<Arc<AtomicBool>>) -> StatusCode {
+    if ready.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn serve_plain(
+    address: SocketAddr,
+    app: Router,
+    handle: Handle<SocketAddr>,
+    what: &'static str,
+) -> Result<()> {
+    let listener = std::net::TcpListener::bind(address)
+        .with_context(|| format!("binding the {what} server to {address}"))?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(%address, "{what} server listening");
+    axum_server::from_tcp(listener)
+        .context("listener")?
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .with_context(|| format!("{what} server"))
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    if cli.verification_path.is_some() {
+        bail!(
+            "--verification-path is set, but signature verification of policies is not supported by this policy-server yet; refusing to run policies unverified"
+        );
+    }
+    if let Some(path) = &cli.sources_path {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        SourcesConfig::parse(&text)?;
+    }
+    let text = std::fs::read_to_string(&cli.policies)
+        .with_context(|| format!("reading {}", cli.policies.display()))?;
+    let config = PoliciesConfig::parse(&text)?;
+
+    let metrics = Metrics::new().context("metrics registry")?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let handles: Vec<Handle<SocketAddr>> = (0..3).map(|_| Handle::new()).collect();
+    let (webhook_handle, readiness_handle, metrics_handle) =
+        (handles[0].clone(), handles[1].clone(), handles[2].clone());
+
+    let readiness_app = Router::new()
+        .route("/readiness", get(readiness))
+        .with_state(ready.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    let readiness_address = SocketAddr::new(cli.addr, cli.readiness_probe_port);
+    servers.spawn(serve_plain(
+        readiness_address,
+        readiness_app,
+        readiness_handle,
+        "readiness",
+    ));
+    if cli.enable_metrics {
+        let metrics_for_app = metrics.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || async move { metrics_for_app.render() }),
+        );
+        servers.spawn(serve_plain(
+            SocketAddr::new(cli.addr, cli.metrics_port),
+            app,
+            metrics_handle,
+            "metrics",
+        ));
+    }
+
+    let workers = cli.workers();
+    let options = LoadOptions {
+        default_timeout: (!cli.disable_timeout_protection)
+            .then(|| Duration::from_secs(cli.policy_timeout)),
+        memory_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+    };
+    let engine = PolicyEngine::new(&EngineOptions {
+        cache_dir: Some(cli.policies_download_dir.join("compile-cache")),
+        pooling: Some(PoolingOptions {
+            // Every worker runs one instance; groups may hold a few more briefly.
+            max_instances: u32::try_from(workers * 4).unwrap_or(u32::MAX),
+            max_memory_bytes: options.memory_bytes,
+        }),
+    })?;
+    let started = std::time::Instant::now();
+    let policies = tokio::task::spawn_blocking(move || load_policies(&engine, config, &options))
+        .await
+        .context("loading policies")?;
+    let failed: Vec<String> = policies
+        .values()
+        .filter_map(|p| {
+            p.decider
+                .as_ref()
+                .err()
+                .map(|reason| format!("{}: {reason}", p.id))
+        })
+        .collect();
+    if !failed.is_empty() && cli.exit_on_policy_errors {
+        bail!("some policies cannot be served:\n  {}", failed.join("\n  "));
+    }
+    tracing::info!(
+        policies = policies.len(),
+        failed = failed.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        workers,
+        "policies loaded"
+    );
+
+    let state = Arc::new(AppState {
+        policies: policies
+            .into_iter()
+            .map(|(id, p)| (id, Arc::new(p)))
+            .collect(),
+        pool: EvaluationPool::new(workers, metrics.clone()),
+        metrics,
+        always_accept_namespace: cli.always_accept_admission_reviews_on_namespace.clone(),
+    });
+    let app = router(state, cli.max_request_body_bytes);
+    let webhook_address = SocketAddr::new(cli.addr, cli.port);
+    let listener = std::net::TcpListener::bind(webhook_address)
+        .with_context(|| format!("binding the webhook server to {webhook_address}"))?;
+    listener.set_nonblocking(true)?;
+    match (&cli.cert_file, &cli.key_file) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_cas: cli.client_ca_file.clone(),
+            };
+            let tls = RustlsConfig::from_config(files.server_config()?);
+            files.watch(tls.clone(), TLS_RELOAD_POLL);
+            tracing::info!(address = %webhook_address, mutual_tls = !cli.client_ca_file.is_empty(), "webhook server listening (HTTPS)");
+            let server = axum_server::from_tcp_rustls(listener, tls)
+                .context("webhook listener")?
+                .handle(webhook_handle.clone());
+            servers.spawn(async move {
+                server
+                    .serve(app.into_make_service())
+                    .await
+                    .context("webhook server")
+            });
+        }
+        _ => {
+            tracing::warn!(address = %webhook_address, "no certificate given: webhook server listening on plain HTTP");
+            let server = axum_server::from_tcp(listener)
+                .context("webhook listener")?
+                .handle(webhook_handle.clone());
+            servers.spawn(async move {
+                server
+                    .serve(app.into_make_service())
+                    .await
+                    .context("webhook server")
+            });
+        }
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    let grace = Duration::from_secs(cli.shutdown_grace_seconds);
+    tokio::select! {
+        result = servers.join_next() => {
+            match result {
+                Some(Ok(Err(err))) => return Err(err),
+                Some(Err(err)) => bail!("a server task failed: {err}"),
+                _ => bail!("a server stopped unexpectedly"),
+            }
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
+            ready.store(false, Ordering::Relaxed);
+            for handle in &handles {
+                handle.graceful_shutdown(Some(grace));
+            }
+        }
+    }
+    while let Some(result) = servers.join_next().await {
+        if let Ok(Err(err)) = result {
+            tracing::warn!(error = %format!("{err:#}"), "server ended with an error during shutdown");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the server runs until killed.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
