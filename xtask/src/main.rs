@@ -2,6 +2,7 @@
 
 mod cluster;
 mod crds;
+mod demo;
 mod policies;
 mod test;
 
@@ -35,6 +36,9 @@ enum Command {
         #[arg(long)]
         fast: bool,
     },
+    /// Run the policy-server over HTTPS on a demo policy and show one rejected and one
+    /// accepted request.
+    Demo,
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
     /// Build, start, inspect and stop the local Kubernetes control plane.
@@ -58,5 +62,6 @@ fn main() -> Result<()> {
         Command::Test { fast } => test::run(fast),
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
+        Command::Demo => demo::run(&repo_root()),
     }
 }

@@ -14,6 +14,10 @@ impl WebhookCertificates {
     pub fn for_service(service: &str, namespace: &str) -> Result<Self> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A subject of its own, so the leaf (rcgen's default subject) does not look self-signed.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kubewarden-rs test webhook CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
         let key = KeyPair::generate()?;
         let params = CertificateParams::new(vec![format!("{service}.{namespace}.svc")])?;
