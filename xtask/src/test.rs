@@ -28,9 +28,15 @@ fn cargo_path() -> std::ffi::OsString {
 }
 
 pub fn run(fast_only: bool) -> Result<()> {
+    let mut fast = Command::new(cargo_path());
+    fast.args(["test", "--workspace", "--locked"]);
+    if !fast_only {
+        // The full run must not skip the tests that start local servers (OCI registry).
+        fast.env("KUBEWARDEN_REQUIRE_TEST_SERVERS", "1");
+    }
     run_step(
-        "fast tests: unit and in-process (cluster tests skip themselves here)",
-        Command::new(cargo_path()).args(["test", "--workspace", "--locked"]),
+        "fast tests: unit, in-process and local-server tests (cluster tests skip themselves here)",
+        &mut fast,
     )?;
     if fast_only {
         return Ok(());

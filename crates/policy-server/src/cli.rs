@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use clap::builder::FalseyValueParser;
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,7 +34,7 @@ pub struct Cli {
     pub log_fmt: LogFormat,
 
     /// Disable colours in text logs.
-    #[arg(long, env = "NO_COLOR")]
+    #[arg(long, env = "NO_COLOR", value_parser = FalseyValueParser::new())]
     pub log_no_color: bool,
 
     /// Address to bind every server to.
@@ -106,7 +107,7 @@ pub struct Cli {
     pub sigstore_trust_config: Option<PathBuf>,
 
     /// Serve Prometheus metrics on --metrics-port.
-    #[arg(long, env = "KUBEWARDEN_ENABLE_METRICS")]
+    #[arg(long, env = "KUBEWARDEN_ENABLE_METRICS", value_parser = FalseyValueParser::new())]
     pub enable_metrics: bool,
 
     /// Accept every request from this namespace without evaluating it.
@@ -114,7 +115,7 @@ pub struct Cli {
     pub always_accept_admission_reviews_on_namespace: Option<String>,
 
     /// Let policies run without a deadline.
-    #[arg(long, env = "KUBEWARDEN_DISABLE_TIMEOUT_PROTECTION")]
+    #[arg(long, env = "KUBEWARDEN_DISABLE_TIMEOUT_PROTECTION", value_parser = FalseyValueParser::new())]
     pub disable_timeout_protection: bool,
 
     /// Seconds an evaluation may take unless the policy sets timeoutEvalSeconds.
@@ -122,17 +123,17 @@ pub struct Cli {
     pub policy_timeout: u64,
 
     /// Start even when the Kubernetes API cannot be reached.
-    #[arg(long, env = "KUBEWARDEN_IGNORE_KUBERNETES_CONNECTION_FAILURE")]
+    #[arg(long, env = "KUBEWARDEN_IGNORE_KUBERNETES_CONNECTION_FAILURE", value_parser = FalseyValueParser::new())]
     pub ignore_kubernetes_connection_failure: bool,
 
     /// Exit at start-up when a policy cannot be loaded or has invalid settings (upstream's
     /// behaviour). By default such a policy answers every request with allowed=false, code
     /// 500 and the reason, while the other policies keep serving.
-    #[arg(long, env = "KUBEWARDEN_EXIT_ON_POLICY_ERRORS")]
+    #[arg(long, env = "KUBEWARDEN_EXIT_ON_POLICY_ERRORS", value_parser = FalseyValueParser::new())]
     pub exit_on_policy_errors: bool,
 
     /// Upstream's switch for serving despite policy errors; this is the default here.
-    #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS", hide = true)]
+    #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS", hide = true, value_parser = FalseyValueParser::new())]
     pub continue_on_errors: bool,
 
     /// Largest request body accepted, in bytes.
@@ -144,10 +145,39 @@ pub struct Cli {
     pub shutdown_grace_seconds: u64,
 }
 
+/// Boolean flags read from the environment accept any value: `false`, `0`, `no`, `off` and the
+/// empty string mean false, anything else true (`NO_COLOR=1`, `KUBEWARDEN_ENABLE_METRICS=true`).
 impl Cli {
     pub fn workers(&self) -> usize {
         self.workers
             .filter(|w| *w > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::builder::TypedValueParser;
+
+    use super::*;
+
+    #[test]
+    fn boolean_flags_accept_conventional_environment_values() {
+        let command = clap::Command::new("policy-server");
+        for (value, expected) in [
+            ("1", true),
+            ("true", true),
+            ("yes", true),
+            ("false", false),
+            ("0", false),
+            ("", false),
+        ] {
+            let parsed =
+                FalseyValueParser::new().parse_ref(&command, None, std::ffi::OsStr::new(value));
+            assert_eq!(parsed.ok(), Some(expected), "{value:?}");
+        }
+        let cli = Cli::try_parse_from(["policy-server", "--log-no-color", "--enable-metrics"])
+            .expect("parses");
+        assert!(cli.log_no_color && cli.enable_metrics && !cli.exit_on_policy_errors);
     }
 }

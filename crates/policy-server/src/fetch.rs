@@ -1,10 +1,27 @@
-//! Fetching policy modules.
-//!
-//! `file://` URLs (and absolute paths) are read from disk. `https://`, `http://` and
-//! `registry://` are recognised but not fetched by this build yet: such policies are reported
-//! as failed with that reason, so the rest keep serving.
+//! Fetching policy modules: `file://` from disk, `https://` (and `http://` from insecure
+//! sources) with reqwest, `registry://` (or a bare reference) from OCI registries with
+//! oci-client. Each distinct URL is fetched once; what is downloaded is also written to the
+//! download directory for inspection.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use api_types::config::{SourceAuthority, SourcesConfig};
+use base64::Engine as _;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+
+/// Layer media types a policy module is published with (Kubewarden, and the older wasm-to-oci).
+const WASM_MEDIA_TYPES: &[&str] = &[
+    oci_client::manifest::WASM_LAYER_MEDIA_TYPE,
+    "application/vnd.module.wasm.content.layer.v1+wasm",
+];
+/// Largest module accepted over HTTP(S).
+const MAX_MODULE_BYTES: usize = 256 * 1024 * 1024;
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a module comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,18 +53,264 @@ impl ModuleSource {
     }
 }
 
-/// Reads the module at `url`.
-pub fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    match ModuleSource::parse(url)? {
-        ModuleSource::File(path) => {
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// An error with its causes, `outer: inner: innermost` (reqwest and oci-client keep the useful
+/// part, such as a certificate problem, in the causes).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
         }
-        ModuleSource::Http(url) => Err(format!(
-            "cannot fetch {url}: downloading policies over HTTP(S) is not supported by this policy-server yet; use a file:// module"
-        )),
-        ModuleSource::Registry(reference) => Err(format!(
-            "cannot fetch {reference}: pulling policies from OCI registries is not supported by this policy-server yet; use a file:// module"
-        )),
+        source = cause.source();
+    }
+    text
+}
+
+/// `host[:port]` of an http(s) URL.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
+/// Credentials from a Docker `config.json`, by registry host.
+#[derive(Debug, Default, Clone)]
+pub struct DockerCredentials(HashMap<String, (String, String)>);
+
+impl DockerCredentials {
+    /// Reads `<dir>/config.json` (the layout of `DOCKER_CONFIG`).
+    pub fn read(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+        let mut credentials = HashMap::new();
+        for (registry, entry) in config["auths"].as_object().into_iter().flatten() {
+            let pair = if let Some(auth) = entry["auth"].as_str() {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth)
+                    .map_err(|e| {
+                        format!("{}: auth of {registry} is not base64: {e}", path.display())
+                    })?;
+                let decoded = String::from_utf8_lossy(&decoded).into_owned();
+                let (user, password) = decoded.split_once(':').ok_or_else(|| {
+                    format!(
+                        "{}: auth of {registry} is not user:password",
+                        path.display()
+                    )
+                })?;
+                (user.to_string(), password.to_string())
+            } else if let (Some(user), Some(password)) =
+                (entry["username"].as_str(), entry["password"].as_str())
+            {
+                (user.to_string(), password.to_string())
+            } else {
+                continue;
+            };
+            credentials.insert(url_host(registry).to_string(), pair);
+        }
+        Ok(DockerCredentials(credentials))
+    }
+
+    fn auth_for(&self, registry: &str) -> RegistryAuth {
+        let key = if registry == "docker.io" {
+            "index.docker.io"
+        } else {
+            registry
+        };
+        match self.0.get(key).or_else(|| self.0.get(registry)) {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+}
+
+/// Fetches modules according to sources.yml and registry credentials.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    pub sources: SourcesConfig,
+    pub credentials: DockerCredentials,
+    pub download_dir: PathBuf,
+}
+
+impl Fetcher {
+    fn is_insecure(&self, host: &str) -> bool {
+        self.sources.insecure_sources.iter().any(|s| s == host)
+    }
+
+    /// PEM certificates trusted for `host`, in addition to the system roots.
+    fn authorities(&self, host: &str) -> Result<Vec<Vec<u8>>, String> {
+        let mut pems = Vec::new();
+        for authority in self
+            .sources
+            .source_authorities
+            .get(host)
+            .into_iter()
+            .flatten()
+        {
+            pems.push(match authority {
+                SourceAuthority::Data { data } => data.clone().into_bytes(),
+                SourceAuthority::Path { path } => std::fs::read(path).map_err(|e| {
+                    format!("reading the certificate authority {path} for {host}: {e}")
+                })?,
+            });
+        }
+        Ok(pems)
+    }
+
+    /// Reads or downloads the module at `url`.
+    pub async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+        let bytes = match ModuleSource::parse(url)? {
+            ModuleSource::File(path) => {
+                return tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()));
+            }
+            ModuleSource::Http(url) => self.download(&url).await?,
+            ModuleSource::Registry(reference) => self.pull(&reference).await?,
+        };
+        self.keep_copy(url, &bytes).await;
+        Ok(bytes)
+    }
+
+    async fn download(&self, url: &str) -> Result<Vec<u8>, String> {
+        let host = url_host(url);
+        let insecure = self.is_insecure(host);
+        if url.starts_with("http://") && !insecure {
+            return Err(format!(
+                "cannot fetch {url}: plain HTTP is only allowed from insecure_sources; add {host} to sources.yml or use https"
+            ));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(DOWNLOAD_TIMEOUT)
+            .tls_danger_accept_invalid_certs(insecure);
+        for pem in self.authorities(host)? {
+            let certificate = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("certificate authority for {host}: {e}"))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("HTTP client for {host}: {e}"))?;
+        let response = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("cannot fetch {url}: {}", with_causes(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("cannot fetch {url}: the server answered {status}"));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len as usize > MAX_MODULE_BYTES)
+        {
+            return Err(format!(
+                "cannot fetch {url}: larger than {MAX_MODULE_BYTES} bytes"
+            ));
+        }
+        let body = response.bytes().await.map_err(|e| {
+            format!(
+                "cannot fetch {url}: the download broke off: {}",
+                with_causes(&e)
+            )
+        })?;
+        if body.len() > MAX_MODULE_BYTES {
+            return Err(format!(
+                "cannot fetch {url}: larger than {MAX_MODULE_BYTES} bytes"
+            ));
+        }
+        Ok(body.to_vec())
+    }
+
+    async fn pull(&self, reference: &str) -> Result<Vec<u8>, String> {
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e| format!("{reference:?} is not an OCI reference: {e}"))?;
+        let registry = parsed.resolve_registry().to_string();
+        let extra_root_certificates = self
+            .authorities(parsed.registry())?
+            .into_iter()
+            .map(|data| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            })
+            .collect();
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.sources.insecure_sources.clone()),
+            accept_invalid_certificates: self.is_insecure(parsed.registry()),
+            extra_root_certificates,
+            ..Default::default()
+        };
+        let client = Client::new(config);
+        let auth = self.credentials.auth_for(parsed.registry());
+        let image = tokio::time::timeout(
+            DOWNLOAD_TIMEOUT,
+            client.pull(&parsed, &auth, WASM_MEDIA_TYPES.to_vec()),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "cannot pull {reference}: no answer from {registry} within {DOWNLOAD_TIMEOUT:?}"
+            )
+        })?
+        .map_err(|e| format!("cannot pull {reference}: {}", with_causes(&e)))?;
+        let layer = image
+            .layers
+            .into_iter()
+            .find(|l| WASM_MEDIA_TYPES.contains(&l.media_type.as_str()))
+            .ok_or_else(|| {
+                format!("cannot pull {reference}: the image has no WebAssembly layer")
+            })?;
+        let expected = image
+            .manifest
+            .as_ref()
+            .and_then(|m| {
+                m.layers
+                    .iter()
+                    .find(|l| WASM_MEDIA_TYPES.contains(&l.media_type.as_str()))
+            })
+            .map(|l| l.digest.clone());
+        let actual = format!("sha256:{:x}", Sha256::digest(&layer.data));
+        if let Some(expected) = expected
+            && expected != actual
+        {
+            return Err(format!(
+                "cannot pull {reference}: the module's digest is {actual}, the manifest says {expected}"
+            ));
+        }
+        Ok(layer.data.to_vec())
+    }
+
+    /// Writes what was downloaded under the download directory, by URL.
+    async fn keep_copy(&self, url: &str, bytes: &[u8]) {
+        let relative: String = url
+            .replace("://", "/")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self
+            .download_dir
+            .join("modules")
+            .join(relative.trim_start_matches('/').replace("..", "_"));
+        if let Some(dir) = path.parent()
+            && let Err(err) = tokio::fs::create_dir_all(dir).await
+        {
+            tracing::warn!(error = %err, dir = %dir.display(), "cannot keep a copy of the module");
+            return;
+        }
+        if let Err(err) = tokio::fs::write(&path, bytes).await {
+            tracing::warn!(error = %err, path = %path.display(), "cannot keep a copy of the module");
+        }
     }
 }
 
@@ -72,12 +335,52 @@ mod tests {
             ))
         );
         assert!(ModuleSource::parse("ftp://x/p.wasm").is_err());
-        let err = fetch("registry://ghcr.io/x:v1").expect_err("not yet");
-        assert!(err.contains("not supported"), "{err}");
-        assert!(
-            fetch("file:///does/not/exist.wasm")
-                .expect_err("missing")
-                .contains("cannot read")
+        assert_eq!(
+            url_host("https://h.example:8443/a/b.wasm?x"),
+            "h.example:8443"
         );
+    }
+
+    #[test]
+    fn docker_credentials() {
+        let dir = std::env::temp_dir().join(format!("docker-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:secret");
+        std::fs::write(
+            dir.join("config.json"),
+            format!(r#"{{"auths": {{"registry.local:5000": {{"auth": "{auth}"}}, "https://index.docker.io/v1/": {{"username": "bob", "password": "pw"}}}}}}"#),
+        )
+        .expect("write");
+        let credentials = DockerCredentials::read(&dir).expect("reads");
+        assert!(
+            matches!(credentials.auth_for("registry.local:5000"), RegistryAuth::Basic(u, p) if u == "alice" && p == "secret")
+        );
+        assert!(
+            matches!(credentials.auth_for("docker.io"), RegistryAuth::Basic(u, _) if u == "bob")
+        );
+        assert!(matches!(
+            credentials.auth_for("ghcr.io"),
+            RegistryAuth::Anonymous
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn plain_http_needs_an_insecure_source() {
+        let fetcher = Fetcher {
+            sources: SourcesConfig::default(),
+            credentials: DockerCredentials::default(),
+            download_dir: std::env::temp_dir(),
+        };
+        let err = fetcher
+            .fetch("http://127.0.0.1:9/p.wasm")
+            .await
+            .expect_err("refused");
+        assert!(err.contains("only allowed from insecure_sources"), "{err}");
+        let err = fetcher
+            .fetch("file:///does/not/exist.wasm")
+            .await
+            .expect_err("missing");
+        assert!(err.contains("cannot read"), "{err}");
     }
 }

@@ -13,8 +13,6 @@ use policy_evaluator::{
     EvaluationLimits, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
 };
 
-use crate::fetch::fetch;
-
 /// How a served policy decides.
 #[derive(Debug)]
 pub enum Decider {
@@ -45,9 +43,11 @@ pub struct LoadOptions {
     pub memory_bytes: usize,
 }
 
-/// Modules by URL, each fetched and compiled once however many policies use it.
+/// Modules by URL, each compiled once however many policies use it, from the bytes fetched
+/// beforehand.
 struct ModuleCache<'a> {
     engine: &'a PolicyEngine,
+    fetched: HashMap<String, Result<Vec<u8>, String>>,
     modules: HashMap<String, Result<Arc<PolicyModule>, String>>,
 }
 
@@ -57,7 +57,11 @@ impl ModuleCache<'_> {
             return module.clone();
         }
         let started = std::time::Instant::now();
-        let module = fetch(url).and_then(|wasm| {
+        let fetched = self
+            .fetched
+            .remove(url)
+            .unwrap_or_else(|| Err(format!("{url} was not fetched")));
+        let module = fetched.and_then(|wasm| {
             self.engine
                 .load(&wasm)
                 .map(Arc::new)
@@ -176,14 +180,34 @@ fn load_group(
     })
 }
 
-/// Loads every policy of `config`. Never fails as a whole: each policy carries its own error.
+/// Every module URL `config` uses, once each.
+pub fn module_urls(config: &PoliciesConfig) -> Vec<String> {
+    let mut urls: Vec<String> = config
+        .0
+        .values()
+        .flat_map(|entry| match entry {
+            PolicyOrGroup::Policy(policy) => vec![policy.module.clone()],
+            PolicyOrGroup::Group(group) => {
+                group.policies.values().map(|m| m.module.clone()).collect()
+            }
+        })
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+/// Loads every policy of `config` from the fetched modules (by URL). Never fails as a whole:
+/// each policy carries its own error.
 pub fn load_policies(
     engine: &PolicyEngine,
     config: PoliciesConfig,
+    fetched: HashMap<String, Result<Vec<u8>, String>>,
     options: &LoadOptions,
 ) -> HashMap<String, ServedPolicy> {
     let mut modules = ModuleCache {
         engine,
+        fetched,
         modules: HashMap::new(),
     };
     let mut served = HashMap::new();

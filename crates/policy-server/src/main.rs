@@ -29,6 +29,8 @@ fn init_logging(cli: &Cli) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    // reqwest and oci-client use rustls without choosing a provider; we use ring throughout.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if cli.log_fmt == LogFormat::Otlp {
         tracing::warn!(
             "--log-fmt otlp: OpenTelemetry export is not available in this build; logging JSON to stderr"

@@ -18,7 +18,8 @@ use policy_evaluator::{EngineOptions, PolicyEngine, PoolingOptions};
 
 use crate::api::{AppState, router};
 use crate::cli::Cli;
-use crate::loader::{LoadOptions, load_policies};
+use crate::fetch::{DockerCredentials, Fetcher};
+use crate::loader::{LoadOptions, load_policies, module_urls};
 use crate::metrics::Metrics;
 use crate::pool::EvaluationPool;
 use crate::tls::TlsFiles;
@@ -58,11 +59,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             "--verification-path is set, but signature verification of policies is not supported by this policy-server yet; refusing to run policies unverified"
         );
     }
-    if let Some(path) = &cli.sources_path {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        SourcesConfig::parse(&text)?;
-    }
+    let sources = match &cli.sources_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            SourcesConfig::parse(&text)?
+        }
+        None => SourcesConfig::default(),
+    };
+    let credentials = match &cli.docker_config_json_path {
+        Some(dir) => DockerCredentials::read(dir).map_err(anyhow::Error::msg)?,
+        None => DockerCredentials::default(),
+    };
+    let fetcher = Fetcher {
+        sources,
+        credentials,
+        download_dir: cli.policies_download_dir.clone(),
+    };
     let text = std::fs::read_to_string(&cli.policies)
         .with_context(|| format!("reading {}", cli.policies.display()))?;
     let config = PoliciesConfig::parse(&text)?;
@@ -113,9 +126,26 @@ pub async fn run(cli: Cli) -> Result<()> {
         }),
     })?;
     let started = std::time::Instant::now();
-    let policies = tokio::task::spawn_blocking(move || load_policies(&engine, config, &options))
-        .await
-        .context("loading policies")?;
+    let mut downloads = tokio::task::JoinSet::new();
+    for url in module_urls(&config) {
+        let fetcher = fetcher.clone();
+        downloads.spawn(async move {
+            let result = fetcher.fetch(&url).await;
+            (url, result)
+        });
+    }
+    let mut fetched = std::collections::HashMap::new();
+    while let Some(done) = downloads.join_next().await {
+        let (url, result) = done.context("a download task failed")?;
+        if let Err(reason) = &result {
+            tracing::error!(module = %url, %reason, "module cannot be fetched");
+        }
+        fetched.insert(url, result);
+    }
+    let policies =
+        tokio::task::spawn_blocking(move || load_policies(&engine, config, fetched, &options))
+            .await
+            .context("loading policies")?;
     let failed: Vec<String> = policies
         .values()
         .filter_map(|p| {
