@@ -1,8 +1,11 @@
 //! `cargo xtask <command>`: the project's developer tasks. Run `cargo xtask --help`.
 
+mod bench;
+mod certs;
 mod cluster;
 mod crds;
 mod demo;
+mod local_server;
 mod policies;
 mod test;
 
@@ -39,6 +42,13 @@ enum Command {
     /// Run the policy-server over HTTPS on a demo policy and show one rejected and one
     /// accepted request.
     Demo,
+    /// Load-test the policy-server with wrk against its no-op baseline; cold start with 20
+    /// policies. Prints a table and writes target/bench/policy-server.md.
+    Bench {
+        /// Seconds per load run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
     /// Build, start, inspect and stop the local Kubernetes control plane.
@@ -63,5 +73,6 @@ fn main() -> Result<()> {
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
         Command::Demo => demo::run(&repo_root()),
+        Command::Bench { seconds } => bench::run(&repo_root(), seconds),
     }
 }

@@ -51,11 +51,15 @@ impl Origin {
     }
 }
 
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
+pub fn router(state: Arc<AppState>, max_body_bytes: usize, noop_endpoint: bool) -> Router {
+    let mut router = Router::new()
         .route("/validate/{id}", post(validate))
         .route("/audit/{id}", post(audit))
-        .route("/validate_raw/{id}", post(validate_raw))
+        .route("/validate_raw/{id}", post(validate_raw));
+    if noop_endpoint {
+        router = router.route("/noop", post(noop));
+    }
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -69,6 +73,23 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         Json(json!({"message": message, "status": status.as_u16()})),
     )
         .into_response()
+}
+
+/// The benchmark baseline: parses the AdmissionReview like `/validate` and accepts it without
+/// evaluating anything, so `/validate` minus `/noop` is the cost of evaluation.
+async fn noop(body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    match parse_request(&body, Origin::Validate) {
+        Ok(request) => {
+            let uid = request.get("uid").cloned().unwrap_or(Value::Null);
+            let response = json!({"uid": uid, "allowed": true});
+            Json(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})).into_response()
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
 }
 
 async fn not_found() -> Response {

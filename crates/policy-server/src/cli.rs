@@ -140,6 +140,11 @@ pub struct Cli {
     #[arg(long, env = "KUBEWARDEN_MAX_REQUEST_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_body_bytes: usize,
 
+    /// Serve `POST /noop`, which parses an AdmissionReview and accepts it without evaluating
+    /// anything: the baseline of `cargo xtask bench`.
+    #[arg(long, hide = true)]
+    pub enable_noop_endpoint: bool,
+
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "KUBEWARDEN_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,

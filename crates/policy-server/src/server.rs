@@ -175,7 +175,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         metrics,
         always_accept_namespace: cli.always_accept_admission_reviews_on_namespace.clone(),
     });
-    let app = router(state, cli.max_request_body_bytes);
+    let app = router(state, cli.max_request_body_bytes, cli.enable_noop_endpoint);
     let webhook_address = SocketAddr::new(cli.addr, cli.port);
     let listener = std::net::TcpListener::bind(webhook_address)
         .with_context(|| format!("binding the webhook server to {webhook_address}"))?;

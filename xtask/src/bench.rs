@@ -1,0 +1,222 @@
+//! `cargo xtask bench`: the policy-server under load from a real load generator (wrk), over
+//! HTTPS with keep-alive, against its own no-op endpoint as a baseline; plus cold start with 20
+//! distinct policies, without and with the compile cache. Prints a table and writes it to
+//! `target/bench/policy-server.md`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use policy_evaluator::metadata::{Metadata, annotate};
+
+use crate::certs::write_localhost_certificates;
+use crate::cluster::cache_root;
+use crate::demo::pod_review;
+use crate::local_server::{LocalPolicyServer, build};
+
+/// One wrk run's results.
+#[derive(Debug, Clone)]
+struct LoadResult {
+    endpoint: String,
+    connections: u32,
+    requests_per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    errors: u64,
+}
+
+const WRK_SCRIPT: &str = r#"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "r")
+wrk.body = f:read("*a")
+f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"#;
+
+fn wrk(dir: &Path, port: u16, path: &str, connections: u32, seconds: u32) -> Result<LoadResult> {
+    let threads = connections.clamp(1, 2);
+    let output = Command::new("wrk")
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+        ])
+        .arg("-s")
+        .arg(dir.join("bench.lua"))
+        .arg(format!("https://localhost:{port}{path}"))
+        .env("BENCH_BODY", dir.join("body.json"))
+        .output()
+        .context("running wrk; install it: apt-get install wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH "))
+        .with_context(|| {
+            format!(
+                "wrk printed no result:\n{text}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [requests, duration_us, errors, p50, p99, p999] = numbers[..] else {
+        bail!("unexpected wrk result line: {line}");
+    };
+    Ok(LoadResult {
+        endpoint: path.to_string(),
+        connections,
+        requests_per_second: requests / (duration_us / 1e6),
+        p50_us: p50,
+        p99_us: p99,
+        p999_us: p999,
+        errors: errors as u64,
+    })
+}
+
+/// Writes 20 distinct variants of a module (different metadata, so different digests) and a
+/// policies.yml serving them.
+fn twenty_policies(dir: &Path, fixture: &Path) -> Result<PathBuf> {
+    let wasm = std::fs::read(fixture)?;
+    let mut metadata = Metadata::from_module(&wasm)?.context("fixture has metadata")?;
+    let mut yaml = String::new();
+    for i in 0..20 {
+        metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("bench.variant".into(), i.to_string());
+        let path = dir.join(format!("variant-{i}.wasm"));
+        std::fs::write(&path, annotate(&wasm, &metadata)?)?;
+        writeln!(yaml, "p{i}:\n  module: file://{}", path.display())?;
+    }
+    let policies = dir.join("twenty.yml");
+    std::fs::write(&policies, yaml)?;
+    Ok(policies)
+}
+
+pub fn run(root: &Path, seconds: u32) -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        bail!("wrk is missing: apt-get install wrk");
+    }
+    let binary = build(root, true)?;
+    let dir = cache_root().join("bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    write_localhost_certificates(&dir)?;
+    std::fs::write(dir.join("bench.lua"), WRK_SCRIPT)?;
+    std::fs::write(
+        dir.join("body.json"),
+        pod_review("bench", r#"{"app":"web"}"#),
+    )?;
+    let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
+    let policies = dir.join("policies.yml");
+    std::fs::write(
+        &policies,
+        format!(
+            "accept-all:\n  module: file://{f}/accept-all.wasm\nreject-by-label:\n  module: file://{f}/reject-by-label.wasm\n  settings: {{denied_labels: [forbidden]}}\n",
+            f = fixtures.display()
+        ),
+    )?;
+
+    let server = LocalPolicyServer::start(
+        &binary,
+        &dir,
+        &policies,
+        &["--enable-noop-endpoint", "--workers", "2"],
+    )?;
+    println!("==> load: wrk, HTTPS keep-alive, {seconds} s per run");
+    let mut results = Vec::new();
+    for connections in [1, 16] {
+        for path in ["/noop", "/validate/accept-all", "/validate/reject-by-label"] {
+            let result = wrk(&dir, server.port, path, connections, seconds)?;
+            println!(
+                "  {:<28} c={:<3} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  p99.9 {:>6.0} µs  errors {}",
+                result.endpoint,
+                result.connections,
+                result.requests_per_second,
+                result.p50_us,
+                result.p99_us,
+                result.p999_us,
+                result.errors
+            );
+            results.push(result);
+        }
+    }
+    let (peak_kib, rss_kib) = server.memory_kib();
+    drop(server);
+
+    let twenty = twenty_policies(&dir, &fixtures.join("accept-all.wasm"))?;
+    let _ = std::fs::remove_dir_all(dir.join("compile-cache"));
+    let cold = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;
+    let warm = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;
+
+    let find = |path: &str, c: u32| {
+        results
+            .iter()
+            .find(|r| r.endpoint == path && r.connections == c)
+    };
+    let mut table = String::from(
+        "| endpoint | connections | req/s | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in &results {
+        writeln!(
+            table,
+            "| `{}` | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            r.endpoint,
+            r.connections,
+            r.requests_per_second,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.errors
+        )?;
+    }
+    let mut summary = String::new();
+    if let (Some(noop), Some(accept)) = (find("/noop", 16), find("/validate/accept-all", 16)) {
+        writeln!(
+            summary,
+            "- `/validate/accept-all` throughput at 16 connections: {:.0} % of the no-op baseline",
+            100.0 * accept.requests_per_second / noop.requests_per_second
+        )?;
+    }
+    if let (Some(noop), Some(accept)) = (find("/noop", 1), find("/validate/accept-all", 1)) {
+        writeln!(
+            summary,
+            "- at one connection, p50 end-to-end: no-op {:.0} µs (server overhead: TLS, HTTP, parsing), accept-all {:.0} µs (plus pool hand-off and a fresh instance)",
+            noop.p50_us, accept.p50_us
+        )?;
+    }
+    writeln!(
+        summary,
+        "- memory after the runs: {} MiB resident, {} MiB peak",
+        rss_kib / 1024,
+        peak_kib / 1024
+    )?;
+    writeln!(
+        summary,
+        "- start-up with 20 distinct policies: {:.2} s with an empty compile cache, {:.2} s with it",
+        cold.as_secs_f64(),
+        warm.as_secs_f64()
+    )?;
+    let report = format!("{table}\n{summary}");
+    println!("\n{report}");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let out = target.join("bench/policy-server.md");
+    std::fs::create_dir_all(out.parent().context("bench dir")?)?;
+    std::fs::write(&out, report)?;
+    println!("written to {}", out.display());
+    Ok(())
+}

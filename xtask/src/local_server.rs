@@ -1,0 +1,117 @@
+//! Starting the policy-server binary locally (for the demo and the benchmarks).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::test::run_step;
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Builds the policy-server (`release` or the dev profile) and returns the binary's path.
+pub fn build(root: &Path, release: bool) -> Result<PathBuf> {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.args(["build", "--quiet", "-p", "policy-server"]);
+    if release {
+        cargo.arg("--release");
+    }
+    run_step(
+        if release {
+            "building the policy-server (release)"
+        } else {
+            "building the policy-server"
+        },
+        &mut cargo,
+    )?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("policy-server"))
+}
+
+/// A running policy-server, stopped with SIGTERM when dropped.
+#[derive(Debug)]
+pub struct LocalPolicyServer {
+    pub child: Child,
+    pub port: u16,
+    /// Time from start to readiness.
+    pub startup: Duration,
+}
+
+impl LocalPolicyServer {
+    /// Starts `binary` over HTTPS with `dir/tls.{crt,key}` on `policies` and waits for
+    /// readiness.
+    pub fn start(binary: &Path, dir: &Path, policies: &Path, extra: &[&str]) -> Result<Self> {
+        let (port, readiness) = (free_port()?, free_port()?);
+        let started = Instant::now();
+        let child = Command::new(binary)
+            .arg("--policies")
+            .arg(policies)
+            .arg("--policies-download-dir")
+            .arg(dir)
+            .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--readiness-probe-port", &readiness.to_string()])
+            .arg("--cert-file")
+            .arg(dir.join("tls.crt"))
+            .arg("--key-file")
+            .arg(dir.join("tls.key"))
+            .args(extra)
+            .env("KUBEWARDEN_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut server = LocalPolicyServer {
+            child,
+            port,
+            startup: Duration::ZERO,
+        };
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            let ready = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{readiness}/readiness"))
+                .output()
+                .context("running curl")?;
+            if ready.stdout == b"200" {
+                server.startup = started.elapsed();
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("the policy-server exited during start-up ({status})");
+            }
+            if Instant::now() > deadline {
+                bail!("the policy-server did not become ready within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak and current resident memory, in KiB, from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+impl Drop for LocalPolicyServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
