@@ -67,6 +67,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         None => SourcesConfig::default(),
     };
+    // wasmtime's compile cache wants an absolute path; the default download dir is ".".
+    let download_dir = std::path::absolute(&cli.policies_download_dir).with_context(|| {
+        format!(
+            "resolving --policies-download-dir {}",
+            cli.policies_download_dir.display()
+        )
+    })?;
+    std::fs::create_dir_all(&download_dir)
+        .with_context(|| format!("creating {}", download_dir.display()))?;
     let credentials = match &cli.docker_config_json_path {
         Some(dir) => DockerCredentials::read(dir).map_err(anyhow::Error::msg)?,
         None => DockerCredentials::default(),
@@ -74,7 +83,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let fetcher = Fetcher {
         sources,
         credentials,
-        download_dir: cli.policies_download_dir.clone(),
+        download_dir: download_dir.clone(),
     };
     let text = std::fs::read_to_string(&cli.policies)
         .with_context(|| format!("reading {}", cli.policies.display()))?;
@@ -118,7 +127,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         memory_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
     };
     let engine = PolicyEngine::new(&EngineOptions {
-        cache_dir: Some(cli.policies_download_dir.join("compile-cache")),
+        cache_dir: Some(download_dir.join("compile-cache")),
         pooling: Some(PoolingOptions {
             // Every worker runs one instance; groups may hold a few more briefly.
             max_instances: u32::try_from(workers * 4).unwrap_or(u32::MAX),

@@ -265,3 +265,41 @@ fn sigterm_stops_the_server_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn default_download_dir_is_the_working_directory() {
+    // No --policies-download-dir: the default "." must work (the compile cache needs an
+    // absolute path, which the server derives).
+    let (dir, _pki) = setup("default-download-dir");
+    let readiness = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_policy-server"))
+        .current_dir(&dir)
+        .arg("--policies")
+        .arg(policies_yml(&dir))
+        .args(["--addr", "127.0.0.1", "--port", &free_port().to_string()])
+        .args(["--readiness-probe-port", &readiness.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the server exited"
+        );
+        let ready = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://127.0.0.1:{readiness}/readiness"))
+            .output()
+            .expect("curl");
+        if ready.stdout == b"200" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(dir.join("compile-cache").is_dir());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
