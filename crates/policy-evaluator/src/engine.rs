@@ -17,6 +17,9 @@ use crate::module::PolicyModule;
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(100);
 
+/// Memory of a pooled instance slot kept mapped between evaluations.
+const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
+
 /// Settings of a [`PolicyEngine`].
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
@@ -74,7 +77,14 @@ impl PolicyEngine {
             pool.total_core_instances(pooling.max_instances)
                 .total_memories(pooling.max_instances)
                 .total_tables(pooling.max_instances)
-                .max_memory_size(pooling.max_memory_bytes);
+                .max_memory_size(pooling.max_memory_bytes)
+                // Zero the first pages of a returned slot instead of giving them back to the
+                // kernel: `madvise` costs a TLB shootdown on every core per evaluation, and a
+                // typical guest touches about 1 MiB. Measured with `cargo xtask bench`
+                // (accept-all, 16 connections): 2 MiB serves 11.1k req/s, 1 MiB 8.6k,
+                // 4 MiB 11.0k, madvise only 6.6k.
+                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                .table_keep_resident(64 * 1024);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         if let Some(dir) = &options.cache_dir {

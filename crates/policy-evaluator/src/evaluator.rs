@@ -220,9 +220,14 @@ impl PolicyEvaluator {
         let mut store = self.new_store(wasi);
         let instance = self.instantiate(&mut store)?;
         run_start_functions(&mut store, &instance).map_err(|err| self.classify(err, &store))?;
+        if instance.get_func(&mut store, "__guest_call").is_none() {
+            return Err(EvaluationError::MissingExport("__guest_call"));
+        }
         let guest_call = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
-            .map_err(|_| EvaluationError::MissingExport("__guest_call"))?;
+            .map_err(|e| {
+                EvaluationError::Instantiation(format!("__guest_call has the wrong signature: {e}"))
+            })?;
         let (op_len, payload_len) = (len_arg(operation.len())?, len_arg(payload.len())?);
         store.data_mut().call.operation = operation.as_bytes().to_vec();
         store.data_mut().call.payload = payload;
@@ -277,9 +282,12 @@ fn len_arg(len: usize) -> Result<i32, EvaluationError> {
 /// runtimes), then `wapc_init` (Rust SDK). A `_start` that ends with `proc_exit(0)` succeeded.
 fn run_start_functions(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<()> {
     for name in ["_start", "wapc_init"] {
-        let Ok(function) = instance.get_typed_func::<(), ()>(&mut *store, name) else {
+        // Look the export up before typing it: a missing export would otherwise build an
+        // error value per evaluation (with a backtrace when RUST_BACKTRACE is set).
+        if instance.get_func(&mut *store, name).is_none() {
             continue;
-        };
+        }
+        let function = instance.get_typed_func::<(), ()>(&mut *store, name)?;
         if let Err(err) = function.call(&mut *store, ()) {
             match err.downcast_ref::<I32Exit>() {
                 Some(I32Exit(0)) => {}
