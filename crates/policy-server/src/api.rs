@@ -125,9 +125,10 @@ async fn validate_raw(
 
 /// The `request` of the body, checked enough that nothing later can fail on its shape.
 fn parse_request(body: &[u8], origin: Origin) -> Result<Value, String> {
-    let document: Value =
+    let mut document: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    let Some(request) = document.get("request") else {
+    // Taken out of the document, not cloned: it can be megabytes.
+    let Some(request) = document.get_mut("request").map(Value::take) else {
         return Err(match origin {
             Origin::Raw => "the body must be {\"request\": <document>}".into(),
             _ => "the body is not an AdmissionReview: it has no \"request\"".into(),
@@ -141,7 +142,7 @@ fn parse_request(body: &[u8], origin: Origin) -> Result<Value, String> {
             return Err("the AdmissionReview request has no \"uid\"".into());
         }
     }
-    Ok(request.clone())
+    Ok(request)
 }
 
 async fn handle(
@@ -182,11 +183,18 @@ async fn answer(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let namespace = request
-        .get("namespace")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let label = |pointer: &str| {
+        request
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (namespace, resource_kind, operation) = (
+        label("/namespace"),
+        label("/kind/kind"),
+        label("/operation"),
+    );
 
     let response = if origin == Origin::Validate
         && state.always_accept_namespace.as_deref() == Some(namespace.as_str())
@@ -199,7 +207,7 @@ async fn answer(
         }
     } else {
         let started = Instant::now();
-        let evaluated = evaluate(state, policy.clone(), request.clone(), origin).await;
+        let evaluated = evaluate(state, policy.clone(), request, origin).await;
         let millis = started.elapsed().as_secs_f64() * 1000.0;
         let response = match evaluated {
             Ok(response) => response,
@@ -242,14 +250,8 @@ async fn answer(
             &EvaluationLabels {
                 policy_name: id,
                 policy_mode: policy.mode.as_str(),
-                resource_kind: request
-                    .pointer("/kind/kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                operation: request
-                    .get("operation")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
+                resource_kind: &resource_kind,
+                operation: &operation,
                 accepted: response.allowed,
                 mutated: response.patch.is_some(),
                 origin: origin.label(),
