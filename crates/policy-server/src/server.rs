@@ -189,39 +189,30 @@ pub async fn run(cli: Cli) -> Result<()> {
     let listener = std::net::TcpListener::bind(webhook_address)
         .with_context(|| format!("binding the webhook server to {webhook_address}"))?;
     listener.set_nonblocking(true)?;
-    match (&cli.cert_file, &cli.key_file) {
-        (Some(cert), Some(key)) => {
-            let files = TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_cas: cli.client_ca_file.clone(),
-            };
-            let tls = RustlsConfig::from_config(files.server_config()?);
-            files.watch(tls.clone(), TLS_RELOAD_POLL);
-            tracing::info!(address = %webhook_address, mutual_tls = !cli.client_ca_file.is_empty(), "webhook server listening (HTTPS)");
-            let server = axum_server::from_tcp_rustls(listener, tls)
-                .context("webhook listener")?
-                .handle(webhook_handle.clone());
-            servers.spawn(async move {
-                server
-                    .serve(app.into_make_service())
-                    .await
-                    .context("webhook server")
-            });
-        }
-        _ => {
-            tracing::warn!(address = %webhook_address, "no certificate given: webhook server listening on plain HTTP");
-            let server = axum_server::from_tcp(listener)
-                .context("webhook listener")?
-                .handle(webhook_handle.clone());
-            servers.spawn(async move {
-                server
-                    .serve(app.into_make_service())
-                    .await
-                    .context("webhook server")
-            });
-        }
-    }
+    let make_service = app.into_make_service();
+    // The TLS and plain servers are different types; box their futures so one task serves both.
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match (&cli.cert_file, &cli.key_file) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_cas: cli.client_ca_file.clone(),
+                };
+                let tls = RustlsConfig::from_config(files.server_config()?);
+                files.watch(tls.clone(), TLS_RELOAD_POLL);
+                tracing::info!(address = %webhook_address, mutual_tls = !cli.client_ca_file.is_empty(), "webhook server listening (HTTPS)");
+                let server =
+                    axum_server::from_tcp_rustls(listener, tls).context("webhook listener")?;
+                Box::pin(server.handle(webhook_handle.clone()).serve(make_service))
+            }
+            _ => {
+                tracing::warn!(address = %webhook_address, "no certificate given: webhook server listening on plain HTTP");
+                let server = axum_server::from_tcp(listener).context("webhook listener")?;
+                Box::pin(server.handle(webhook_handle.clone()).serve(make_service))
+            }
+        };
+    servers.spawn(async move { serving.await.context("webhook server") });
     ready.store(true, Ordering::Relaxed);
 
     let grace = Duration::from_secs(cli.shutdown_grace_seconds);
