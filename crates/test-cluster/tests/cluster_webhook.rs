@@ -110,24 +110,23 @@ async fn apiserver_calls_a_local_webhook_through_a_service() {
         .await
         .expect("registered");
 
-    // Until the endpoint is published the call fails (failurePolicy Fail), so retry.
+    // The apiserver picks the new configuration up asynchronously (a pod created just after
+    // registering may not be sent to the webhook yet), and until the endpoint is published the
+    // call fails (failurePolicy Fail): retry until a pod is admitted *by the webhook*.
     let mut attempt = 0;
     wait_until("the webhook admits a pod", Duration::from_secs(60), || {
         attempt += 1;
         let pods = pods.clone();
+        let calls = calls.clone();
         let name = format!("allowed-{attempt}");
         async move {
-            match pods
-                .create(&PostParams::default(), &pod(&name, json!({}), 80))
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(err) => Err(err.into()),
-            }
+            pods.create(&PostParams::default(), &pod(&name, json!({}), 80))
+                .await?;
+            Ok(calls.load(Ordering::SeqCst) >= 1)
         }
     })
     .await
-    .expect("allowed pod");
+    .expect("a pod admitted through the webhook");
     assert!(calls.load(Ordering::SeqCst) >= 1, "the webhook was called");
 
     let err = pods
