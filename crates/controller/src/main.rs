@@ -1,21 +1,121 @@
-//! The Kubewarden controller.
+//! The Kubewarden controller binary: flags, logging, leader election and the HTTP endpoints
+//! around [`kubewarden_controller::run`].
 
+mod cli;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, anyhow};
 use clap::Parser;
+use kube::Client;
+use kubewarden_controller::leader::LeaderElection;
+use kubewarden_controller::servers::{parse_bind_address, serve_health, serve_metrics};
+use kubewarden_controller::{Metrics, run};
+use tracing_subscriber::EnvFilter;
 
-/// Kubernetes controller for Kubewarden custom resources.
-///
-/// Planned behaviour: reconcile every PolicyServer into a Deployment, Service, TLS Secret,
-/// ConfigMap (`policies.yml`, `sources.yml`) and optional PodDisruptionBudget, with host
-/// network mode support; track ClusterAdmissionPolicies, AdmissionPolicies and policy groups,
-/// and register their Validating/MutatingWebhookConfigurations once every policy-server
-/// replica serves them; rotate the CA and policy-server certificates.
-///
-/// This build is the project skeleton: the controller is not implemented yet.
-#[derive(Debug, Parser)]
-#[command(name = "kubewarden-controller", version)]
-struct Cli {}
+use cli::{Cli, LogFormat};
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("the controller is not implemented yet in this build; see README.md")
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("--log-level {:?}", cli.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_fmt {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli)?;
+    let options = cli.options().map_err(|e| anyhow!(e))?;
+    if cli.enable_tracing {
+        tracing::warn!("--enable-tracing: trace export is not supported by this build; ignored");
+    }
+    let health_address =
+        parse_bind_address(&cli.health_probe_bind_address).map_err(|e| anyhow!(e))?;
+    let metrics_address = parse_bind_address(&cli.metrics_bind_address).map_err(|e| anyhow!(e))?;
+
+    let metrics = Arc::new(Metrics::new().context("metrics registry")?);
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(address) = health_address {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve_health(address, ready).await {
+                tracing::error!(%address, error = %err, "health probe server stopped");
+                std::process::exit(1);
+            }
+        });
+    }
+    if let Some(address) = metrics_address {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve_metrics(address, metrics).await {
+                tracing::error!(%address, error = %err, "metrics server stopped");
+                std::process::exit(1);
+            }
+        });
+    }
+
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    tracing::info!(
+        namespace = %options.deployments_namespace,
+        host_network = options.host_network,
+        "starting the controller"
+    );
+    // A standby replica is healthy and ready: readiness gates traffic, not leadership.
+    ready.store(true, Ordering::Relaxed);
+
+    let election = cli.leader_elect.then(|| {
+        let identity = format!(
+            "{}_{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "controller".to_string()),
+            std::process::id()
+        );
+        LeaderElection::new(client.clone(), &options.deployments_namespace, identity)
+    });
+    let work = async {
+        if let Some(election) = &election {
+            election.acquire().await?;
+            metrics.leader.set(1);
+            tokio::select! {
+                () = run(client.clone(), options, metrics.clone()) => Err(anyhow!("the controllers stopped")),
+                lost = election.hold() => Err(anyhow!("lost the leader lease: {lost}")),
+            }
+        } else {
+            run(client.clone(), options, metrics.clone()).await;
+            Err(anyhow!("the controllers stopped"))
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    if let Some(election) = &election {
+        election.release().await;
+    }
+    result
 }

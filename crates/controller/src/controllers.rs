@@ -1,0 +1,297 @@
+//! Wires the reconcilers into kube-runtime controllers: what each one watches and how a change
+//! to a watched object finds the objects to reconcile.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_types::crd::{
+    AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
+    PolicyServer,
+};
+use api_types::naming::{annotations, labels, policy_unique_name};
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use time::OffsetDateTime;
+
+use crate::ca::{self, Rotation, RotationSignal};
+use crate::context::Context;
+use crate::error::Error;
+use crate::policy::{Policy, policy_server_of};
+use crate::{policy, policy_server};
+
+/// How often the CA is checked for renewal.
+pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Runs every controller until one of them stops (they only stop when their watches end).
+pub async fn run(ctx: Arc<Context>) {
+    let rotation = Arc::new(RotationSignal::default());
+    futures::join!(
+        policy_server_controller(ctx.clone(), &rotation),
+        policy_controller::<ClusterAdmissionPolicy>(ctx.clone(), &rotation),
+        policy_controller::<AdmissionPolicy>(ctx.clone(), &rotation),
+        policy_controller::<ClusterAdmissionPolicyGroup>(ctx.clone(), &rotation),
+        policy_controller::<AdmissionPolicyGroup>(ctx.clone(), &rotation),
+        certificate_rotation(ctx.clone(), rotation.clone()),
+    );
+}
+
+/// Runs `reconcile`, recording metrics, publishing an event on failure and keeping the
+/// object's backoff.
+async fn instrumented<K, F, Fut>(
+    controller: &'static str,
+    object: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>>,
+{
+    let started = Instant::now();
+    let key = format!("{controller}/{}", ObjectRef::from_obj(object.as_ref()));
+    let result = reconcile(object.clone(), ctx.clone()).await;
+    ctx.metrics
+        .observe(controller, result.is_ok(), started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(&key),
+        Err(err) => {
+            ctx.warn(object.as_ref(), err.reason(), err.to_string())
+                .await;
+        }
+    }
+    result
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |object, error, ctx| {
+        let key = format!("{controller}/{}", ObjectRef::from_obj(object.as_ref()));
+        let delay = ctx.backoff.failed(&key);
+        tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconciliation failed");
+        Action::requeue(delay)
+    }
+}
+
+async fn log_results<K: Resource, E: Debug>(
+    controller: &'static str,
+    results: impl futures::Stream<Item = Result<(ObjectRef<K>, Action), E>>,
+) {
+    results
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(controller, %object, "reconciled"),
+                Err(err) => tracing::debug!(controller, error = ?err, "reconciliation not run"),
+            }
+        })
+        .await;
+}
+
+/// Objects that name their PolicyServer in the `kubewarden/policy-server` label.
+fn labelled() -> watcher::Config {
+    watcher::Config::default().labels(labels::POLICY_SERVER)
+}
+
+fn policy_server_label<K: Resource>(object: &K) -> Option<String> {
+    object.labels().get(labels::POLICY_SERVER).cloned()
+}
+
+fn owning_policy_server<K: Resource>(object: K) -> Option<ObjectRef<PolicyServer>> {
+    policy_server_label(&object).map(|name| ObjectRef::new(&name))
+}
+
+fn bound_policy_server<P: Policy>(policy: P) -> Option<ObjectRef<PolicyServer>> {
+    Some(ObjectRef::new(policy_server_of(&policy)))
+}
+
+async fn policy_server_controller(ctx: Arc<Context>, rotation: &RotationSignal) {
+    let client = ctx.client.clone();
+    let ns = ctx.options.deployments_namespace.clone();
+    let controller = Controller::new(
+        Api::<PolicyServer>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<Deployment>::namespaced(client.clone(), &ns),
+        labelled(),
+        owning_policy_server,
+    )
+    .watches(
+        Api::<Service>::namespaced(client.clone(), &ns),
+        labelled(),
+        owning_policy_server,
+    )
+    .watches(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        labelled(),
+        owning_policy_server,
+    )
+    .watches(
+        Api::<Secret>::namespaced(client.clone(), &ns),
+        labelled(),
+        owning_policy_server,
+    )
+    .watches(
+        Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
+        labelled(),
+        owning_policy_server,
+    )
+    .watches(
+        Api::<Pod>::namespaced(client.clone(), &ns),
+        labelled(),
+        owning_policy_server,
+    )
+    .watches(
+        Api::<ClusterAdmissionPolicy>::all(client.clone()),
+        watcher::Config::default(),
+        bound_policy_server,
+    )
+    .watches(
+        Api::<AdmissionPolicy>::all(client.clone()),
+        watcher::Config::default(),
+        bound_policy_server,
+    )
+    .watches(
+        Api::<ClusterAdmissionPolicyGroup>::all(client.clone()),
+        watcher::Config::default(),
+        bound_policy_server,
+    )
+    .watches(
+        Api::<AdmissionPolicyGroup>::all(client),
+        watcher::Config::default(),
+        bound_policy_server,
+    )
+    .reconcile_all_on(rotation.subscribe());
+    let name = policy_server::reconcile::CONTROLLER_NAME;
+    let results = controller.run(
+        move |ps, ctx| instrumented(name, ps, ctx, policy_server::reconcile::reconcile),
+        error_policy(name),
+        ctx,
+    );
+    log_results(name, results).await;
+}
+
+fn bound_policies<P: Policy>(store: &Store<P>, policy_server: &str) -> Vec<ObjectRef<P>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| policy_server_of(p.as_ref()) == policy_server)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// The policy a generated webhook configuration belongs to, if it is of kind `P`.
+fn webhook_policy<P: Policy, W: Resource>(webhook: &W) -> Option<ObjectRef<P>> {
+    let name = webhook.annotations().get(annotations::POLICY_NAME)?;
+    let namespace = webhook.annotations().get(annotations::POLICY_NAMESPACE);
+    let unique = policy_unique_name(P::KIND, namespace.map(String::as_str).unwrap_or(""), name);
+    if webhook.name_any() != unique {
+        return None;
+    }
+    let reference = ObjectRef::new(name);
+    Some(match namespace {
+        Some(namespace) if P::KIND.is_namespaced() => reference.within(namespace),
+        _ => reference,
+    })
+}
+
+fn controller_name<P: Policy>() -> &'static str {
+    P::KIND.as_str()
+}
+
+async fn policy_controller<P: Policy>(ctx: Arc<Context>, rotation: &RotationSignal) {
+    let client = ctx.client.clone();
+    let ns = ctx.options.deployments_namespace.clone();
+    let controller = Controller::new(Api::<P>::all(client.clone()), watcher::Config::default());
+    let store = controller.store();
+    let by_label = |store: Store<P>| {
+        move |object: Pod| {
+            policy_server_label(&object)
+                .map(|ps| bound_policies(&store, &ps))
+                .unwrap_or_default()
+        }
+    };
+    let by_config_map = {
+        let store = store.clone();
+        move |object: ConfigMap| {
+            policy_server_label(&object)
+                .map(|ps| bound_policies(&store, &ps))
+                .unwrap_or_default()
+        }
+    };
+    let by_policy_server = {
+        let store = store.clone();
+        move |ps: PolicyServer| bound_policies(&store, &ps.name_any())
+    };
+    let generated = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::PART_OF,
+        labels::PART_OF_KUBEWARDEN
+    ));
+    let controller = controller
+        .watches(
+            Api::<Pod>::namespaced(client.clone(), &ns),
+            labelled(),
+            by_label(store.clone()),
+        )
+        .watches(
+            Api::<ConfigMap>::namespaced(client.clone(), &ns),
+            labelled(),
+            by_config_map,
+        )
+        .watches(
+            Api::<PolicyServer>::all(client.clone()),
+            watcher::Config::default(),
+            by_policy_server,
+        )
+        .watches(
+            Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+            generated.clone(),
+            |w| webhook_policy::<P, _>(&w),
+        )
+        .watches(
+            Api::<MutatingWebhookConfiguration>::all(client),
+            generated,
+            |w| webhook_policy::<P, _>(&w),
+        )
+        .reconcile_all_on(rotation.subscribe());
+    let name = controller_name::<P>();
+    let results = controller.run(
+        move |p, ctx| instrumented(name, p, ctx, policy::reconcile::reconcile::<P>),
+        error_policy(name),
+        ctx,
+    );
+    log_results(name, results).await;
+}
+
+/// Checks the CA now and then every [`CERT_CHECK_INTERVAL`]; a rotation makes every controller
+/// reconcile everything, re-issuing certificates and rewriting caBundles.
+async fn certificate_rotation(ctx: Arc<Context>, rotation: Arc<RotationSignal>) {
+    loop {
+        match ca::rotate_if_needed(&ctx, OffsetDateTime::now_utc()).await {
+            Ok(Rotation::Unchanged) => {}
+            Ok(outcome) => {
+                tracing::info!(
+                    ?outcome,
+                    "CA changed; re-issuing certificates and caBundles"
+                );
+                rotation.notify();
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot check the CA"),
+        }
+        tokio::time::sleep(CERT_CHECK_INTERVAL).await;
+    }
+}

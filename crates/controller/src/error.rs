@@ -1,0 +1,42 @@
+//! Reconciliation errors: each says what the controller was doing when it failed.
+
+use crate::certs::CertError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("certificates: {0}")]
+    Cert(#[from] CertError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// A short machine-friendly reason for events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "KubernetesApiError",
+            Error::Cert(_) => "CertificateError",
+            Error::Invalid(_) => "InvalidObject",
+        }
+    }
+}
+
+/// Adds what was being done to a kube error.
+pub trait KubeResultExt<T> {
+    fn context(self, action: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> KubeResultExt<T> for Result<T, kube::Error> {
+    fn context(self, action: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Kube {
+            action: action(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! Reconciles one policy of any kind: decides its status, and registers its webhook only once
+//! every policy-server replica serves it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api_types::crd::{ObservedPolicyMode, PolicyServer, PolicyStatus, PolicyStatusPhase};
+use api_types::naming::{self, labels};
+use api_types::validation;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::reachability::{self, Observed};
+use super::webhook::{WebhookConfiguration, desired_webhook};
+use super::{Policy, policy_server_of, unique_name};
+use crate::ca;
+use crate::conditions::{self, NewCondition};
+use crate::context::{Context, apply, delete_if_exists};
+use crate::error::{Error, KubeResultExt};
+use crate::finalizer;
+
+/// Condition types, as upstream names them.
+pub mod condition {
+    pub const ACTIVE: &str = "PolicyActive";
+    pub const CONFIGURATION_UP_TO_DATE: &str = "PolicyServerConfigurationUpToDate";
+    pub const UNIQUELY_REACHABLE: &str = "PolicyUniquelyReachable";
+}
+
+/// How often a policy waiting for its policy-server rollout is looked at again (pod events
+/// usually come sooner).
+const ROLLOUT_POLL: Duration = Duration::from_secs(2);
+
+/// The status being built during one reconciliation.
+struct StatusUpdate {
+    phase: PolicyStatusPhase,
+    mode: ObservedPolicyMode,
+    report: Vec<NewCondition>,
+}
+
+impl StatusUpdate {
+    fn condition(
+        &mut self,
+        type_: &'static str,
+        ok: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.report
+            .push(NewCondition::new(type_, ok, reason, message));
+    }
+}
+
+pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api = P::api(ctx.client.clone(), policy.namespace().as_deref());
+    let unique = unique_name(policy.as_ref());
+    if finalizer::is_deleting(policy.as_ref()) {
+        delete_webhooks(&ctx, &unique).await?;
+        finalizer::release(&api, policy.as_ref()).await?;
+        return Ok(Action::await_change());
+    }
+    if finalizer::ensure(&api, policy.as_ref()).await? {
+        return Ok(Action::await_change());
+    }
+
+    let previous = policy.policy_status().cloned().unwrap_or_default();
+    let mut status = StatusUpdate {
+        phase: previous
+            .policy_status
+            .unwrap_or(PolicyStatusPhase::Unscheduled),
+        mode: ObservedPolicyMode::Unknown,
+        report: Vec::new(),
+    };
+    let action = decide(policy.as_ref(), &ctx, &unique, &mut status).await;
+    write_status(&api, policy.as_ref(), &previous, status).await?;
+    action
+}
+
+async fn decide<P: Policy>(
+    policy: &P,
+    ctx: &Context,
+    unique: &str,
+    status: &mut StatusUpdate,
+) -> Result<Action, Error> {
+    let violations = policy.violations();
+    if !violations.is_empty() {
+        let message = validation::describe(&violations);
+        ctx.warn(policy, "InvalidSpec", message.clone()).await;
+        delete_webhooks(ctx, unique).await?;
+        status.phase = PolicyStatusPhase::Rejected;
+        status.condition(condition::ACTIVE, false, "InvalidSpec", message);
+        return Ok(Action::await_change());
+    }
+
+    let ps_name = policy_server_of(policy);
+    if ps_name.is_empty() {
+        status.phase = PolicyStatusPhase::Unscheduled;
+        status.condition(
+            condition::ACTIVE,
+            false,
+            "PolicyServerNotSet",
+            "spec.policyServer is empty",
+        );
+        return Ok(Action::await_change());
+    }
+    let policy_server = ctx
+        .cluster::<PolicyServer>()
+        .get_opt(ps_name)
+        .await
+        .context(|| format!("reading PolicyServer {ps_name}"))?;
+    let Some(policy_server) = policy_server.filter(|ps| !finalizer::is_deleting(ps)) else {
+        delete_webhooks(ctx, unique).await?;
+        status.phase = PolicyStatusPhase::Scheduled;
+        status.condition(
+            condition::ACTIVE,
+            false,
+            "PolicyServerNotFound",
+            format!("PolicyServer {ps_name} does not exist or is being deleted"),
+        );
+        return Ok(Action::await_change());
+    };
+
+    if status.phase != PolicyStatusPhase::Active {
+        status.phase = PolicyStatusPhase::Pending;
+    }
+    status.condition(
+        condition::ACTIVE,
+        false,
+        "WebhookNotCreated",
+        "The policy webhook has not been created",
+    );
+
+    let resource = naming::policy_server_resource_name(ps_name);
+    let config_map = ctx
+        .namespaced::<ConfigMap>()
+        .get_opt(&resource)
+        .await
+        .context(|| format!("reading ConfigMap {resource}"))?;
+    let deployment = ctx
+        .namespaced::<Deployment>()
+        .get_opt(&resource)
+        .await
+        .context(|| format!("reading Deployment {resource}"))?;
+    let (Some(config_map), Some(deployment)) = (config_map, deployment) else {
+        status.condition(
+            condition::CONFIGURATION_UP_TO_DATE,
+            false,
+            "UnknownConfigurationVersion",
+            format!("the ConfigMap or Deployment {resource} does not exist yet"),
+        );
+        return Ok(Action::requeue(ROLLOUT_POLL));
+    };
+    record_configuration(
+        policy,
+        &policy_server,
+        &config_map,
+        &deployment,
+        unique,
+        status,
+    );
+
+    let selector = format!("{}={ps_name}", labels::POLICY_SERVER);
+    let list = ListParams::default().labels(&selector);
+    let replica_sets = ctx
+        .namespaced::<ReplicaSet>()
+        .list(&list)
+        .await
+        .context(|| format!("listing ReplicaSets of {resource}"))?
+        .items;
+    let pods = ctx
+        .namespaced::<Pod>()
+        .list(&list)
+        .await
+        .context(|| format!("listing pods of {resource}"))?
+        .items;
+    let observed = Observed {
+        config_map: &config_map,
+        deployment: &deployment,
+        replica_sets: &replica_sets,
+        pods: &pods,
+    };
+    if let Err(why) = reachability::check(unique, &observed) {
+        status.condition(
+            condition::UNIQUELY_REACHABLE,
+            false,
+            "LatestReplicaSetIsNotUniquelyReachable",
+            why,
+        );
+        return Ok(Action::requeue(ROLLOUT_POLL));
+    }
+    status.condition(
+        condition::UNIQUELY_REACHABLE,
+        true,
+        "LatestReplicaSetIsUniquelyReachable",
+        "every policy-server pod serves the current configuration",
+    );
+
+    let ca = ca::ensure(ctx).await?;
+    match desired_webhook(policy, &ctx.options, &ca.bundle_pem) {
+        WebhookConfiguration::Validating(webhook) => {
+            apply(&ctx.cluster::<ValidatingWebhookConfiguration>(), &webhook).await?;
+            delete_if_exists(&ctx.cluster::<MutatingWebhookConfiguration>(), unique).await?;
+        }
+        WebhookConfiguration::Mutating(webhook) => {
+            apply(&ctx.cluster::<MutatingWebhookConfiguration>(), &webhook).await?;
+            delete_if_exists(&ctx.cluster::<ValidatingWebhookConfiguration>(), unique).await?;
+        }
+    }
+    status.phase = PolicyStatusPhase::Active;
+    status.condition(
+        condition::ACTIVE,
+        true,
+        "WebhookCreated",
+        "The policy webhook has been created",
+    );
+    Ok(Action::await_change())
+}
+
+/// Records the mode the policy-server runs the policy in, and whether its configuration matches
+/// the policy's current spec.
+fn record_configuration<P: Policy>(
+    policy: &P,
+    policy_server: &PolicyServer,
+    config_map: &ConfigMap,
+    deployment: &Deployment,
+    unique: &str,
+    status: &mut StatusUpdate,
+) {
+    let served = reachability::policies_config(config_map).and_then(|c| c.0.get(unique).cloned());
+    status.mode = match served.as_ref().map(|e| e.policy_mode()) {
+        Some(api_types::crd::PolicyMode::Protect) => ObservedPolicyMode::Protect,
+        Some(api_types::crd::PolicyMode::Monitor) => ObservedPolicyMode::Monitor,
+        None => ObservedPolicyMode::Unknown,
+    };
+    let wanted = policy.config_entry(
+        &policy_server
+            .spec
+            .effective_namespaced_policies_capabilities(),
+    );
+    let template_version = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(labels::CONFIG_VERSION))
+        .cloned();
+    let up_to_date =
+        served.as_ref() == Some(&wanted) && template_version == config_map.resource_version();
+    if up_to_date {
+        status.condition(
+            condition::CONFIGURATION_UP_TO_DATE,
+            true,
+            "ConfigurationVersionMatch",
+            "the policy-server configuration matches the policy",
+        );
+    } else {
+        status.condition(
+            condition::CONFIGURATION_UP_TO_DATE,
+            false,
+            "ConfigurationVersionMismatch",
+            "the policy-server has not picked up the current policy yet",
+        );
+    }
+}
+
+async fn delete_webhooks(ctx: &Context, unique: &str) -> Result<(), Error> {
+    delete_if_exists(&ctx.cluster::<ValidatingWebhookConfiguration>(), unique).await?;
+    delete_if_exists(&ctx.cluster::<MutatingWebhookConfiguration>(), unique).await?;
+    Ok(())
+}
+
+async fn write_status<P: Policy>(
+    api: &Api<P>,
+    policy: &P,
+    previous: &PolicyStatus,
+    update: StatusUpdate,
+) -> Result<(), Error> {
+    let mut new = PolicyStatus {
+        policy_status: Some(update.phase),
+        mode: Some(update.mode),
+        conditions: previous.conditions.clone(),
+    };
+    let now = conditions::now();
+    for condition in update.report {
+        conditions::set(
+            &mut new.conditions,
+            condition,
+            policy.meta().generation,
+            &now,
+        );
+    }
+    if &new == previous {
+        return Ok(());
+    }
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": new })),
+    )
+    .await
+    .context(|| {
+        format!(
+            "updating the status of {} {}",
+            P::KIND.as_str(),
+            policy.name_any()
+        )
+    })?;
+    Ok(())
+}
