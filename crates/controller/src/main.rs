@@ -19,7 +19,9 @@ use cli::{Cli, LogFormat};
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("--log-level {:?}", cli.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match cli.log_fmt {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
