@@ -1,21 +1,45 @@
-//! The audit-scanner.
+//! The audit-scanner binary: flags and logging around [`audit_scanner::Scanner`]. Exits 0 when
+//! the scan completed (even if some policies could not be evaluated: those results say
+//! `error`), 1 when it could not.
 
+mod cli;
+
+use anyhow::{Context as _, bail};
+use audit_scanner::{PolicyServerClient, Scanner};
 use clap::Parser;
+use kube::Client;
+use tracing_subscriber::EnvFilter;
 
-/// Evaluates the resources already in the cluster against the active policies and writes
-/// the results as OpenReports (or wgpolicyk8s PolicyReports).
-///
-/// Planned behaviour: select the policies with background audit enabled, list the resources
-/// they target page by page, send each one as a synthetic CREATE request to the
-/// policy-server's `/audit/<policy-id>` endpoint, write one report per resource, then delete
-/// the reports of earlier runs.
-///
-/// This build is the project skeleton: the scanner is not implemented yet.
-#[derive(Debug, Parser)]
-#[command(name = "audit-scanner", version)]
-struct Cli {}
+use cli::Cli;
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("the audit-scanner is not implemented yet in this build; see README.md")
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(cli.log_filter())
+        .with_context(|| format!("--log-level {:?}", cli.log_level))?;
+    // JSON logs on stderr: stdout carries the reports of --output-scan.
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let policy_servers = PolicyServerClient::new(
+        &cli.tls_options(),
+        &cli.kubewarden_namespace,
+        cli.policy_server_url.clone(),
+    )?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let scanner = Scanner::new(client, policy_servers, cli.scan_options());
+    let summary = scanner.run().await?;
+    if !summary.failures.is_empty() {
+        bail!(
+            "the scan did not complete ({} problem(s)): {}",
+            summary.failures.len(),
+            summary.failures.join("; ")
+        );
+    }
+    Ok(())
 }
