@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's developer tasks. Run `cargo xtask --help`.
 
 mod bench;
+mod bench_audit;
 mod certs;
 mod cluster;
 mod crds;
@@ -45,15 +46,28 @@ enum Command {
     /// Load-test the policy-server with wrk against its no-op baseline; cold start with 20
     /// policies. Prints a table and writes target/bench/policy-server.md.
     Bench {
-        /// Seconds per load run.
+        /// What to measure: the policy-server under load, or an audit-scanner run over
+        /// `--resources` ConfigMaps with 5 policies on the local control plane.
+        #[arg(value_enum, default_value = "policy-server")]
+        target: BenchTarget,
+        /// Seconds per load run (policy-server).
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Resources to scan (audit).
+        #[arg(long, default_value_t = 10_000)]
+        resources: u32,
     },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
     /// Build, start, inspect and stop the local Kubernetes control plane.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchTarget {
+    PolicyServer,
+    Audit,
 }
 
 /// The repository root (the parent of this crate's directory).
@@ -73,6 +87,15 @@ fn main() -> Result<()> {
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
         Command::Demo => demo::run(&repo_root()),
-        Command::Bench { seconds } => bench::run(&repo_root(), seconds),
+        Command::Bench {
+            target: BenchTarget::PolicyServer,
+            seconds,
+            ..
+        } => bench::run(&repo_root(), seconds),
+        Command::Bench {
+            target: BenchTarget::Audit,
+            resources,
+            ..
+        } => bench_audit::run(&repo_root(), resources),
     }
 }

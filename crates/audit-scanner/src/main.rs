@@ -12,6 +12,19 @@ use tracing_subscriber::EnvFilter;
 
 use cli::Cli;
 
+/// Peak resident memory of this process (VmHWM), for the final log line.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -34,6 +47,13 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let scanner = Scanner::new(client, policy_servers, cli.scan_options());
     let summary = scanner.run().await?;
+    tracing::info!(
+        run = %scanner.run_uid(),
+        resources = summary.resources,
+        reports = summary.reports,
+        peak_rss_kib = peak_rss_kib(),
+        "done"
+    );
     if !summary.failures.is_empty() {
         bail!(
             "the scan did not complete ({} problem(s)): {}",
