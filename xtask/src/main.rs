@@ -6,6 +6,7 @@ mod certs;
 mod cluster;
 mod crds;
 mod demo;
+mod helm;
 mod local_server;
 mod policies;
 mod test;
@@ -59,6 +60,11 @@ enum Command {
     },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
+    /// Run helm (built from its Go module into the cache the first time).
+    Helm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build, start, inspect and stop the local Kubernetes control plane.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -86,6 +92,7 @@ fn main() -> Result<()> {
         Command::Test { fast } => test::run(fast),
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
+        Command::Helm { args } => helm::exec(&args),
         Command::Demo => demo::run(&repo_root()),
         Command::Bench {
             target: BenchTarget::PolicyServer,

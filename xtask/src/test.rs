@@ -10,6 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cluster::{self, ClusterLayout, NETNS};
+use crate::helm;
 
 /// Runs a command, echoing it first, and fails with its exit status.
 pub fn run_step(description: &str, command: &mut Command) -> Result<()> {
@@ -28,8 +29,17 @@ fn cargo_path() -> std::ffi::OsString {
 }
 
 pub fn run(fast_only: bool) -> Result<()> {
+    // Chart tests need helm: the full run builds it (once); the fast run uses it if present.
+    let helm = if fast_only {
+        helm::ensure_if_present()
+    } else {
+        Some(helm::ensure()?)
+    };
     let mut fast = Command::new(cargo_path());
     fast.args(["test", "--workspace", "--locked"]);
+    if let Some(helm) = &helm {
+        fast.env(helm::HELM_ENV, helm);
+    }
     if !fast_only {
         // The full run must not skip the tests that start local servers (OCI registry).
         fast.env("KUBEWARDEN_REQUIRE_TEST_SERVERS", "1");
@@ -57,6 +67,13 @@ pub fn run(fast_only: bool) -> Result<()> {
                 kubeconfig.display()
             ))
             .arg("KUBEWARDEN_REQUIRE_CLUSTER=1")
+            .arg(format!(
+                "{}={}",
+                helm::HELM_ENV,
+                helm.as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
             .arg(cargo_path())
             .args(["test", "--workspace", "--locked", "--test", "cluster_*"]),
     );

@@ -10,6 +10,7 @@
 //! cluster's network namespace.
 
 mod certs;
+pub mod helm;
 mod wait;
 
 use std::path::PathBuf;

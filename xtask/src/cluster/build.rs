@@ -59,7 +59,7 @@ fn go(dir: &Path) -> Command {
     command
 }
 
-fn run(description: &str, command: &mut Command) -> Result<String> {
+pub(crate) fn run(description: &str, command: &mut Command) -> Result<String> {
     println!("  {description}");
     let output = command.output().with_context(|| {
         format!(

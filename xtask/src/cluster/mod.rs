@@ -6,7 +6,7 @@
 //! pods addresses from a range that is routed to the namespace's loopback, and the apiserver
 //! (with `--enable-aggregator-routing`) dials Service endpoints directly.
 
-mod build;
+pub(crate) mod build;
 mod lifecycle;
 mod pki;
 
