@@ -7,6 +7,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod helm;
+mod images;
 mod local_server;
 mod policies;
 mod test;
@@ -60,6 +61,16 @@ enum Command {
     },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
+    /// Build the controller and policy-server images (needs Docker or Podman).
+    Images {
+        #[arg(long, default_value = "ghcr.io")]
+        registry: String,
+        #[arg(long, default_value = "dev")]
+        tag: String,
+        /// Push after building.
+        #[arg(long)]
+        push: bool,
+    },
     /// Run helm (built from its Go module into the cache the first time).
     Helm {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -93,6 +104,11 @@ fn main() -> Result<()> {
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
         Command::Helm { args } => helm::exec(&args),
+        Command::Images {
+            registry,
+            tag,
+            push,
+        } => images::run(&registry, &tag, push),
         Command::Demo => demo::run(&repo_root()),
         Command::Bench {
             target: BenchTarget::PolicyServer,

@@ -35,6 +35,8 @@ pub fn run(fast_only: bool) -> Result<()> {
     } else {
         Some(helm::ensure()?)
     };
+    crate::crds::run(&crate::repo_root(), true)
+        .context("the CRD manifests differ from the types; run `cargo xtask gen-crds`")?;
     let mut fast = Command::new(cargo_path());
     fast.args(["test", "--workspace", "--locked"]);
     if let Some(helm) = &helm {
