@@ -6,6 +6,7 @@ mod certs;
 mod cluster;
 mod crds;
 mod demo;
+mod e2e;
 mod helm;
 mod images;
 mod local_server;
@@ -61,6 +62,9 @@ enum Command {
     },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
+    /// Run the end-to-end scenarios on the local control plane (controller and policy-servers
+    /// as local processes); logs in target/e2e-logs/.
+    E2e,
     /// Build the controller and policy-server images (needs Docker or Podman).
     Images {
         #[arg(long, default_value = "ghcr.io")]
@@ -104,6 +108,7 @@ fn main() -> Result<()> {
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
         Command::Helm { args } => helm::exec(&args),
+        Command::E2e => e2e::run(&repo_root()),
         Command::Images {
             registry,
             tag,

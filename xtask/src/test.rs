@@ -2,7 +2,7 @@
 //!
 //! First the fast set (`cargo test --workspace`: unit and in-process tests, seconds; tests
 //! that need a cluster skip themselves). Then, unless `--fast`, the cluster set: every test
-//! target named `cluster_*`, run inside the local control plane's network namespace with
+//! target named `cluster_*` and then the end-to-end scenarios (`cargo xtask e2e`), run inside the local control plane's network namespace with
 //! `KUBEWARDEN_REQUIRE_CLUSTER=1`, so a missing cluster fails instead of skipping.
 
 use std::process::Command;
@@ -85,6 +85,11 @@ pub fn run(fast_only: bool) -> Result<()> {
             layout.logs().display()
         );
     }
+    // The end-to-end journey on the same cluster (`cargo xtask e2e`).
+    let result = result.and_then(|()| {
+        println!("==> end-to-end scenarios (cargo xtask e2e)");
+        crate::e2e::run(&crate::repo_root())
+    });
     if !already_up {
         cluster::down(&layout)?;
     }

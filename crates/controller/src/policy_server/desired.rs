@@ -508,6 +508,20 @@ fn resources(ps: &PolicyServer) -> Option<ResourceRequirements> {
     })
 }
 
+/// How pods are replaced on a new configuration. In host network mode a surge pod needs the
+/// same host ports as the pod it replaces, so on a node it cannot leave it would wait Pending
+/// forever and the rollout never finish: the old pod goes first instead.
+fn rollout_strategy(options: &Options) -> DeploymentStrategy {
+    let rolling_update = options.host_network.then_some(RollingUpdateDeployment {
+        max_surge: Some(IntOrString::Int(0)),
+        max_unavailable: Some(IntOrString::Int(1)),
+    });
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".to_string()),
+        rolling_update,
+    }
+}
+
 /// The Deployment running the policy-servers. `config_version` is the resource version of the
 /// policy-server ConfigMap: it is part of the pod template, so a new configuration rolls the
 /// pods.
@@ -597,10 +611,7 @@ pub fn desired_deployment(
                 match_labels: Some(BTreeMap::from([(labels::APP.to_string(), app_label(ps))])),
                 ..LabelSelector::default()
             },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".to_string()),
-                rolling_update: Some(RollingUpdateDeployment::default()),
-            }),
+            strategy: Some(rollout_strategy(options)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(merged(spec.labels.as_ref(), pod_labels)),

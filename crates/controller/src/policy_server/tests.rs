@@ -195,6 +195,16 @@ fn seed_custom_ports_with_and_without_host_network() {
                 ("readiness".to_string(), 9081)
             ]
         );
+        // A surge pod would wait for the host ports of the pod it replaces.
+        let strategy = to_json(&deployment.spec.as_ref().and_then(|s| s.strategy.clone()));
+        if host_network {
+            assert_eq!(
+                strategy,
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}})
+            );
+        } else {
+            assert_eq!(strategy, json!({"type": "RollingUpdate"}));
+        }
         let env = env_of(&deployment);
         assert_eq!(env["KUBEWARDEN_PORT"], "9443");
         assert_eq!(env["KUBEWARDEN_READINESS_PROBE_PORT"], "9081");

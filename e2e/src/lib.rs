@@ -1,0 +1,60 @@
+//! Harness of the end-to-end scenarios (`cargo xtask e2e`).
+//!
+//! In **local** mode (the local control plane: kwok pods, no kubelet) the stack runs as local
+//! processes inside the cluster's network namespace: the controller binary, and for every
+//! PolicyServer one real policy-server process that [`LocalPolicyServers`] starts with the
+//! configuration and certificate the controller wrote, on the ports the PolicyServer's
+//! host-network pods declare — the apiserver reaches it through the real Service and
+//! EndpointSlice. In **kind** mode the charts installed the stack and real pods run it.
+
+mod local;
+
+pub use local::{LocalPolicyServers, Processes, start_controller};
+
+use std::path::PathBuf;
+
+/// Which cluster the scenarios run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Local,
+    Kind,
+}
+
+/// Namespace of the stack in every mode (the charts' default).
+pub const NAMESPACE: &str = "kubewarden";
+
+impl Mode {
+    /// From `KUBEWARDEN_E2E_MODE` (`local` or `kind`); `None` when unset (not run by xtask).
+    pub fn from_env() -> Option<Mode> {
+        match std::env::var("KUBEWARDEN_E2E_MODE").ok()?.as_str() {
+            "kind" => Some(Mode::Kind),
+            _ => Some(Mode::Local),
+        }
+    }
+}
+
+/// Directory of the binaries under test (`KUBEWARDEN_E2E_BIN_DIR`).
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("KUBEWARDEN_E2E_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| test_cluster::repo_root().join("target/debug"))
+}
+
+/// Where logs of every component go (`KUBEWARDEN_E2E_LOG_DIR`).
+pub fn log_dir() -> PathBuf {
+    let dir = std::env::var_os("KUBEWARDEN_E2E_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| test_cluster::repo_root().join("target/e2e-logs"));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A test policy module built from `policies/`, as a `file://` URL the local policy-servers
+/// can read.
+pub fn fixture_module(name: &str) -> String {
+    let path = test_cluster::repo_root()
+        .join("crates/policy-evaluator/tests/fixtures")
+        .join(format!("{name}.wasm"));
+    let path = path.canonicalize().unwrap_or(path);
+    format!("file://{}", path.display())
+}

@@ -1,0 +1,223 @@
+//! Local mode: the processes that stand in for the pods kwok only pretends to run.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use api_types::crd::PolicyServer;
+use api_types::naming;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+
+/// Child processes killed when dropped.
+#[derive(Debug, Default)]
+pub struct Processes(Vec<Child>);
+
+impl Processes {
+    pub fn push(&mut self, child: Child) {
+        self.0.push(child);
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<(Stdio, Stdio)> {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .with_context(|| format!("opening the log of {name}"))?;
+    Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
+}
+
+/// Starts the controller binary on the stack's namespace.
+pub fn start_controller(bin: &Path, logs: &Path, host_network: bool) -> Result<Child> {
+    let (out, err) = log_file(logs, "controller")?;
+    let mut command = Command::new(bin.join("controller"));
+    command
+        .args([
+            "--leader-elect",
+            &format!("--deployments-namespace={}", crate::NAMESPACE),
+            // Not 8081: that is the default policy-server readiness port, bound by the local
+            // policy-server processes on this same host.
+            "--health-probe-bind-address=127.0.0.1:18081",
+            "--metrics-bind-address=0",
+            "--log-level=info,kube=warn",
+        ])
+        .stdout(out)
+        .stderr(err);
+    if host_network {
+        command.arg("--host-network");
+    }
+    command.spawn().context("starting the controller")
+}
+
+struct Running {
+    child: Child,
+    /// Versions of what the process was started from; a change restarts it.
+    key: String,
+}
+
+/// The "kubelet" of local mode: one policy-server process per PolicyServer, restarted when
+/// its ConfigMap, Secret or ports change (the controller rolls the pods then).
+pub struct LocalPolicyServers {
+    client: Client,
+    bin: PathBuf,
+    dir: PathBuf,
+    running: Arc<Mutex<BTreeMap<String, Running>>>,
+}
+
+impl std::fmt::Debug for LocalPolicyServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPolicyServers")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn text(data: Option<&BTreeMap<String, String>>, key: &str) -> String {
+    data.and_then(|d| d.get(key)).cloned().unwrap_or_default()
+}
+
+impl LocalPolicyServers {
+    pub fn new(client: Client, bin: PathBuf, dir: PathBuf) -> Self {
+        LocalPolicyServers {
+            client,
+            bin,
+            dir,
+            running: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Keeps the processes in step with the cluster every half second, until the returned
+    /// task is aborted.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = self.sync().await {
+                    eprintln!("local policy-servers: {err:#}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
+    async fn sync(&self) -> Result<()> {
+        let servers: Api<PolicyServer> = Api::all(self.client.clone());
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), crate::NAMESPACE);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), crate::NAMESPACE);
+        let mut wanted = BTreeMap::new();
+        for ps in servers.list(&ListParams::default()).await?.items {
+            if ps.metadata.deletion_timestamp.is_some() || ps.spec.replicas == 0 {
+                continue;
+            }
+            let resource = naming::policy_server_resource_name(&ps.name_any());
+            let (Some(cm), Some(secret)) = (
+                config_maps.get_opt(&resource).await?,
+                secrets.get_opt(&resource).await?,
+            ) else {
+                continue;
+            };
+            let key = format!(
+                "{}/{}/{}/{}",
+                cm.resource_version().unwrap_or_default(),
+                secret.resource_version().unwrap_or_default(),
+                ps.spec.webhook_port,
+                ps.spec.readiness_probe_port
+            );
+            wanted.insert(ps.name_any(), (key, ps, cm, secret));
+        }
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        running.retain(|name, process| {
+            let keep = wanted
+                .get(name)
+                .is_some_and(|(key, ..)| *key == process.key);
+            if !keep {
+                let _ = process.child.kill();
+                let _ = process.child.wait();
+            }
+            keep
+        });
+        for (name, (key, ps, cm, secret)) in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            let child = self.start(&name, &ps, &cm, &secret)?;
+            running.insert(name, Running { child, key });
+        }
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        ps: &PolicyServer,
+        cm: &ConfigMap,
+        secret: &Secret,
+    ) -> Result<Child> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("policies.yml"),
+            text(cm.data.as_ref(), naming::POLICIES_CONFIG_KEY),
+        )?;
+        std::fs::write(
+            dir.join("sources.yml"),
+            text(cm.data.as_ref(), naming::SOURCES_CONFIG_KEY),
+        )?;
+        let data = secret.data.clone().unwrap_or_default();
+        for key in [naming::TLS_CERT_KEY, naming::TLS_KEY_KEY] {
+            let bytes = data.get(key).map(|b| b.0.clone()).unwrap_or_default();
+            std::fs::write(dir.join(key), bytes)?;
+        }
+        let (out, err) = log_file(&self.dir, &format!("policy-server-{name}"))?;
+        Command::new(self.bin.join("policy-server"))
+            .arg("--policies")
+            .arg(dir.join("policies.yml"))
+            .arg("--sources-path")
+            .arg(dir.join("sources.yml"))
+            .arg("--policies-download-dir")
+            .arg(&dir)
+            .args(["--addr", "0.0.0.0"])
+            .args(["--port", &ps.spec.webhook_port.to_string()])
+            .args([
+                "--readiness-probe-port",
+                &ps.spec.readiness_probe_port.to_string(),
+            ])
+            .arg("--cert-file")
+            .arg(dir.join(naming::TLS_CERT_KEY))
+            .arg("--key-file")
+            .arg(dir.join(naming::TLS_KEY_KEY))
+            .env("KUBEWARDEN_LOG_LEVEL", "info")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting the policy-server of {name}"))
+    }
+}
+
+impl Drop for LocalPolicyServers {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            for process in running.values_mut() {
+                let _ = process.child.kill();
+                let _ = process.child.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The whole journey, run by `cargo xtask e2e`: policies enforced through the real apiserver by
+//! the controller and policy-servers, monitor mode, mutation, namespaced policies, settings
+//! roll-outs, deletion, audit reports, and the host network scenarios of the seeds.
+//!
+//! One test, scenarios in order: they share the stack the first steps bring up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use api_types::crd::{AdmissionPolicy, ClusterAdmissionPolicy, PolicyServer};
+use api_types::reports::{ResultOutcome, openreports};
+use e2e::{LocalPolicyServers, Mode, NAMESPACE, Processes, fixture_module, start_controller};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use test_cluster::{TestCluster, unique_name, wait_until};
+
+const WAIT: Duration = Duration::from_secs(120);
+/// Label on everything the scenarios create cluster-wide, to clean up after a failed run.
+const E2E_LABEL: &str = "kubewarden-rs/e2e";
+
+fn step(text: &str) {
+    println!("==> {text}");
+}
+
+fn object<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("valid object")
+}
+
+fn pod(name: &str, labels: Value) -> Pod {
+    object(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}
+    }))
+}
+
+/// Creates a pod, retrying while the webhook is not reachable yet; returns the apiserver's
+/// answer once the policy decided (admitted, or refused with `expected_refusal`).
+async fn create_pod_until(
+    api: &Api<Pod>,
+    labels: Value,
+    expected_refusal: Option<&str>,
+) -> Option<Pod> {
+    let created = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let what = match expected_refusal {
+        Some(message) => format!("a pod labelled {labels} refused with {message:?}"),
+        None => format!("a pod labelled {labels} admitted"),
+    };
+    wait_until(&what, WAIT, || {
+        let labels = labels.clone();
+        let created = created.clone();
+        async move {
+            let name = unique_name("pod");
+            match (
+                api.create(&PostParams::default(), &pod(&name, labels))
+                    .await,
+                expected_refusal,
+            ) {
+                (Ok(pod), None) => {
+                    if let Ok(mut slot) = created.lock() {
+                        *slot = Some(pod);
+                    }
+                    Ok(true)
+                }
+                (Err(kube::Error::Api(status)), Some(message))
+                    if status.message.contains(message) =>
+                {
+                    Ok(true)
+                }
+                (Ok(_), Some(_)) => Ok(false),
+                (Err(err), _) => Err(err.into()),
+            }
+        }
+    })
+    .await
+    .expect(&what);
+    created.lock().ok().and_then(|mut slot| slot.take())
+}
+
+fn cluster_policy(
+    name: &str,
+    module: &str,
+    settings: Value,
+    namespace: &str,
+    extra: Value,
+) -> ClusterAdmissionPolicy {
+    let mut spec = json!({
+        "module": module,
+        "settings": settings,
+        "mutating": false,
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}],
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "failurePolicy": "Fail",
+    });
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    object(json!({
+        "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
+        "spec": spec,
+    }))
+}
+
+async fn wait_active<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + serde::Serialize,
+{
+    wait_until(&format!("{name} active"), WAIT, || async {
+        let policy = serde_json::to_value(api.get(name).await?)?;
+        Ok(policy["status"]["policyStatus"] == "active")
+    })
+    .await
+    .expect("policy active");
+}
+
+fn policy_server(name: &str, spec: Value) -> PolicyServer {
+    let mut full = json!({"image": "ghcr.io/kubewarden-rs/policy-server:e2e", "replicas": 1});
+    if let (Some(full), Value::Object(spec)) = (full.as_object_mut(), spec) {
+        full.extend(spec);
+    }
+    object(json!({
+        "apiVersion": "policies.kubewarden.io/v1", "kind": "PolicyServer",
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
+        "spec": full,
+    }))
+}
+
+fn on_node(node: &str) -> Value {
+    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}})
+}
+
+async fn remove_leftovers(cluster: &TestCluster) {
+    let selector = ListParams::default().labels(E2E_LABEL);
+    let policies = cluster.cluster_wide::<ClusterAdmissionPolicy>();
+    let servers = cluster.cluster_wide::<PolicyServer>();
+    let _ = policies
+        .delete_collection(&DeleteParams::default(), &selector)
+        .await;
+    let _ = servers
+        .delete_collection(&DeleteParams::default(), &selector)
+        .await;
+    wait_until("leftovers of earlier runs removed", WAIT, || async {
+        Ok(policies.list(&selector).await?.items.is_empty()
+            && servers.list(&selector).await?.items.is_empty())
+    })
+    .await
+    .expect("leftovers removed");
+}
+
+async fn ensure_stack_namespace(cluster: &TestCluster) {
+    let namespaces = cluster.cluster_wide::<Namespace>();
+    if namespaces.get_opt(NAMESPACE).await.expect("get").is_none() {
+        let ns: Namespace = object(json!({"metadata": {"name": NAMESPACE}}));
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace");
+    }
+}
+
+#[tokio::test]
+async fn the_whole_journey() {
+    let Some(mode) = Mode::from_env() else {
+        eprintln!("skipped: run through `cargo xtask e2e`");
+        return;
+    };
+    let Some(apps) = TestCluster::connect("e2e-apps").await else {
+        return;
+    };
+    let Some(other) = TestCluster::connect("e2e-other").await else {
+        return;
+    };
+    let logs = e2e::log_dir();
+
+    // The stack.
+    let mut processes = Processes::default();
+    let mut runner = None;
+    if mode == Mode::Local {
+        step("starting the controller (host network mode) and the local policy-server runner");
+        ensure_stack_namespace(&apps).await;
+        processes.push(start_controller(&e2e::bin_dir(), &logs, true).expect("controller starts"));
+        runner = Some(
+            LocalPolicyServers::new(apps.client.clone(), e2e::bin_dir(), logs.clone()).spawn(),
+        );
+    }
+    remove_leftovers(&apps).await;
+    let servers = apps.cluster_wide::<PolicyServer>();
+    // Fixed name: `cargo xtask e2e` maps its Service name to this host for the audit-scanner.
+    let default_ps = "default".to_string();
+    servers
+        .create(
+            &PostParams::default(),
+            &policy_server(&default_ps, json!({"affinity": on_node("kwok-node-0")})),
+        )
+        .await
+        .expect("PolicyServer");
+
+    let ns = apps.namespace.clone();
+    let pods = apps.namespaced::<Pod>();
+    let policies = apps.cluster_wide::<ClusterAdmissionPolicy>();
+    let with_server = |mut policy: ClusterAdmissionPolicy| {
+        policy.spec.common.policy_server = default_ps.clone();
+        policy
+    };
+
+    step("a policy rejecting a pod is enforced through the apiserver");
+    let reject = unique_name("e2e-reject");
+    let reject_by_label = fixture_module("reject-by-label");
+    policies
+        .create(
+            &PostParams::default(),
+            &with_server(cluster_policy(
+                &reject,
+                &reject_by_label,
+                json!({"denied_labels": ["e2e-denied"]}),
+                &ns,
+                json!({}),
+            )),
+        )
+        .await
+        .expect("policy");
+    wait_active(&policies, &reject).await;
+    create_pod_until(
+        &pods,
+        json!({"e2e-denied": "yes"}),
+        Some("label e2e-denied is not allowed"),
+    )
+    .await;
+    create_pod_until(&pods, json!({"app": "fine"}), None).await;
+
+    step("monitor mode lets the request through and logs the decision");
+    let monitor = unique_name("e2e-monitor");
+    policies
+        .create(
+            &PostParams::default(),
+            &with_server(cluster_policy(
+                &monitor,
+                &reject_by_label,
+                json!({"denied_labels": ["e2e-monitored"]}),
+                &ns,
+                json!({"mode": "monitor"}),
+            )),
+        )
+        .await
+        .expect("policy");
+    wait_active(&policies, &monitor).await;
+    let monitored = create_pod_until(&pods, json!({"e2e-monitored": "yes"}), None)
+        .await
+        .expect("admitted");
+    if mode == Mode::Local {
+        let log = logs.join(format!("policy-server-{default_ps}.log"));
+        wait_until(
+            "the monitor decision in the policy-server log",
+            WAIT,
+            || async {
+                Ok(std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("monitor mode"))
+            },
+        )
+        .await
+        .expect("logged");
+    }
+
+    step("a mutating policy changes the created object");
+    let mutate = unique_name("e2e-mutate");
+    policies
+        .create(
+            &PostParams::default(),
+            &with_server(cluster_policy(
+                &mutate,
+                &fixture_module("mutate-add-label"),
+                Value::Null,
+                &ns,
+                json!({"mutating": true, "objectSelector": {"matchLabels": {"e2e-mutate": "yes"}}}),
+            )),
+        )
+        .await
+        .expect("policy");
+    wait_active(&policies, &mutate).await;
+    wait_until(
+        "the created pod carries the label the policy adds",
+        WAIT,
+        || async {
+            let created = pods
+                .create(
+                    &PostParams::default(),
+                    &pod(&unique_name("mutated"), json!({"e2e-mutate": "yes"})),
+                )
+                .await?;
+            Ok(created
+                .labels()
+                .get("kubewarden.io/mutated")
+                .map(String::as_str)
+                == Some("true"))
+        },
+    )
+    .await
+    .expect("mutated");
+
+    step("an AdmissionPolicy only affects its own namespace");
+    let other_pods = other.namespaced::<Pod>();
+    let admission = other.namespaced::<AdmissionPolicy>();
+    let ap = unique_name("e2e-ap");
+    let ap_object: AdmissionPolicy = object(json!({
+        "apiVersion": "policies.kubewarden.io/v1", "kind": "AdmissionPolicy",
+        "metadata": {"name": ap},
+        "spec": {"policyServer": default_ps, "module": reject_by_label, "settings": {"denied_labels": ["e2e-ap-denied"]}, "mutating": false,
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}]}
+    }));
+    admission
+        .create(&PostParams::default(), &ap_object)
+        .await
+        .expect("AdmissionPolicy");
+    wait_active(&admission, &ap).await;
+    create_pod_until(
+        &other_pods,
+        json!({"e2e-ap-denied": "yes"}),
+        Some("label e2e-ap-denied is not allowed"),
+    )
+    .await;
+    create_pod_until(&pods, json!({"e2e-ap-denied": "yes"}), None).await;
+
+    step("new settings roll the PolicyServer and the new verdict applies");
+    policies
+        .patch(
+            &reject,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"settings": {"denied_labels": ["e2e-denied-2"]}}})),
+        )
+        .await
+        .expect("settings changed");
+    create_pod_until(
+        &pods,
+        json!({"e2e-denied-2": "yes"}),
+        Some("label e2e-denied-2 is not allowed"),
+    )
+    .await;
+    create_pod_until(&pods, json!({"e2e-denied": "yes"}), None).await;
+
+    step("deleting the policy removes enforcement");
+    policies
+        .delete(&reject, &DeleteParams::default())
+        .await
+        .expect("deleted");
+    wait_until("policy gone", WAIT, || async {
+        Ok(policies.get_opt(&reject).await?.is_none())
+    })
+    .await
+    .expect("finalizer released");
+    create_pod_until(&pods, json!({"e2e-denied-2": "yes"}), None).await;
+
+    step("the audit-scanner reports on pods that already exist");
+    audit(&apps, &default_ps, &monitor, &monitored).await;
+
+    if mode == Mode::Local {
+        host_network(&apps, &default_ps).await;
+    }
+
+    step("cleaning up");
+    for name in [&monitor, &mutate] {
+        let _ = policies.delete(name, &DeleteParams::default()).await;
+    }
+    let _ = admission.delete(&ap, &DeleteParams::default()).await;
+    remove_leftovers(&apps).await;
+    if let Some(runner) = runner {
+        runner.abort();
+    }
+    drop(processes);
+    other.cleanup().await;
+    apps.cleanup().await;
+}
+
+/// Runs the audit-scanner binary on the apps namespace and checks the monitored pod's report.
+async fn audit(cluster: &TestCluster, policy_server: &str, monitor: &str, monitored: &Pod) {
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let ca = secrets.get("kubewarden-ca").await.expect("CA secret");
+    let ca_pem = ca.data.expect("data")["ca.crt"].0.clone();
+    let ca_file = e2e::log_dir().join("kubewarden-ca.crt");
+    std::fs::write(&ca_file, ca_pem).expect("CA written");
+    // The Service name resolves to this host (xtask e2e writes the network namespace's hosts
+    // file); the port is the one the local policy-server process binds.
+    let url = format!("https://policy-server-{policy_server}.{NAMESPACE}.svc:8443");
+    let output = std::process::Command::new(e2e::bin_dir().join("audit-scanner"))
+        .args([
+            "-n",
+            &cluster.namespace,
+            "-k",
+            NAMESPACE,
+            "--report-kind",
+            "openreports",
+            "-u",
+            &url,
+        ])
+        .arg("--extra-ca")
+        .arg(&ca_file)
+        .output()
+        .expect("audit-scanner runs");
+    assert!(
+        output.status.success(),
+        "audit-scanner: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Api<openreports::Report> = cluster.namespaced();
+    let report = reports
+        .get(&monitored.uid().expect("uid"))
+        .await
+        .expect("report of the monitored pod");
+    let results: BTreeMap<String, ResultOutcome> = report
+        .spec
+        .results
+        .iter()
+        .filter_map(|r| Some((r.policy.clone(), r.result?)))
+        .collect();
+    assert_eq!(
+        results.get(&format!("clusterwide-{monitor}")),
+        Some(&ResultOutcome::Fail),
+        "{results:?}"
+    );
+}
+
+/// The seeds' host network scenarios, with the controller in host network mode.
+async fn host_network(cluster: &TestCluster, default_ps: &str) {
+    let servers = cluster.cluster_wide::<PolicyServer>();
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let pods_of_stack: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+
+    step("host network propagates to the PolicyServer pods");
+    let resource = format!("policy-server-{default_ps}");
+    let deployment = deployments.get(&resource).await.expect("Deployment");
+    let pod_spec = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec");
+    assert_eq!(pod_spec.host_network, Some(true));
+    assert_eq!(
+        pod_spec.dns_policy.as_deref(),
+        Some("ClusterFirstWithHostNet")
+    );
+
+    step("a second PolicyServer on ports 9443/9081 shares the node and both serve");
+    let second = unique_name("custom-ports");
+    servers
+        .create(&PostParams::default(), &policy_server(&second, json!({"webhookPort": 9443, "readinessProbePort": 9081, "affinity": on_node("kwok-node-0")})))
+        .await
+        .expect("second PolicyServer");
+    let policies = cluster.cluster_wide::<ClusterAdmissionPolicy>();
+    let on_second = unique_name("e2e-second");
+    let mut policy = cluster_policy(
+        &on_second,
+        &fixture_module("reject-by-label"),
+        json!({"denied_labels": ["e2e-second"]}),
+        &cluster.namespace,
+        json!({}),
+    );
+    policy.spec.common.policy_server = second.clone();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("policy");
+    wait_active(&policies, &on_second).await;
+    let pods = cluster.namespaced::<Pod>();
+    create_pod_until(
+        &pods,
+        json!({"e2e-second": "yes"}),
+        Some("label e2e-second is not allowed"),
+    )
+    .await;
+    let nodes = |selector: String| {
+        let pods_of_stack = pods_of_stack.clone();
+        async move {
+            let list = pods_of_stack
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .expect("pods");
+            list.items
+                .iter()
+                .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        nodes(format!("kubewarden/policy-server={default_ps}")).await,
+        ["kwok-node-0"]
+    );
+    assert_eq!(
+        nodes(format!("kubewarden/policy-server={second}")).await,
+        ["kwok-node-0"]
+    );
+
+    step(
+        "two replicas with the same ports on one node: one Pending, and the PolicyServer says why",
+    );
+    let crowded = unique_name("crowded");
+    servers
+        .create(&PostParams::default(), &policy_server(&crowded, json!({"replicas": 2, "webhookPort": 9543, "readinessProbePort": 9181, "affinity": on_node("kwok-node-1")})))
+        .await
+        .expect("crowded PolicyServer");
+    wait_until("host-port condition", WAIT, || async {
+        let ps = servers.get(&crowded).await?;
+        let conditions = ps.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(conditions.iter().any(|c| {
+            c.type_ == "HostPortsAvailable"
+                && c.status == "False"
+                && c.message.contains("spec.webhookPort 9543 is already bound")
+        }))
+    })
+    .await
+    .expect("conflict reported");
+
+    step("anti-affinity spreads the replicas");
+    servers
+        .patch(&crowded, &PatchParams::default(), &Patch::Merge(json!({"spec": {"affinity": {"nodeAffinity": null, "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"kubewarden/policy-server": crowded}}, "topologyKey": "kubernetes.io/hostname"}]}}}})))
+        .await
+        .expect("patched");
+    wait_until("both replicas ready on two nodes", WAIT, || async {
+        let ready = deployments
+            .get(&format!("policy-server-{crowded}"))
+            .await?
+            .status
+            .and_then(|s| s.ready_replicas);
+        let mut spread = nodes(format!("kubewarden/policy-server={crowded}")).await;
+        spread.sort();
+        spread.dedup();
+        Ok(ready == Some(2) && spread.len() == 2)
+    })
+    .await
+    .expect("spread");
+    wait_until("the host-port condition clears", WAIT, || async {
+        let status = servers.get(&crowded).await?.status;
+        Ok(status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "HostPortsAvailable" && c.status == "True")
+        }))
+    })
+    .await
+    .expect("condition cleared");
+    let _ = policies.delete(&on_second, &DeleteParams::default()).await;
+}
