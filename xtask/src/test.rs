@@ -2,8 +2,9 @@
 //!
 //! First the fast set (`cargo test --workspace`: unit and in-process tests, seconds; tests
 //! that need a cluster skip themselves). Then, unless `--fast`, the cluster set: every test
-//! target named `cluster_*` and then the end-to-end scenarios (`cargo xtask e2e`), run inside the local control plane's network namespace with
-//! `KUBEWARDEN_REQUIRE_CLUSTER=1`, so a missing cluster fails instead of skipping.
+//! target named `cluster_*`, run inside the local control plane's network namespace with
+//! `KUBEWARDEN_REQUIRE_CLUSTER=1` (a missing cluster fails instead of skipping), and the
+//! end-to-end scenarios (`cargo xtask e2e`) on the same cluster.
 
 use std::process::Command;
 
