@@ -1,6 +1,7 @@
-//! `cargo xtask demo`: the main job in one command. Builds the policy-server, starts it over
-//! HTTPS on a demo policy, sends one AdmissionReview it rejects and one it accepts, prints the
-//! answers and stops the server.
+//! `cargo xtask demo`: the main job in one command — the stack on the local control plane, a demo
+//! policy, one pod rejected and one admitted ([`run_cluster`]). `cargo xtask demo --server`
+//! ([`run`]): the policy-server alone, over HTTPS on a demo policy, one AdmissionReview it
+//! rejects and one it accepts.
 
 use std::io::Write;
 use std::path::Path;
@@ -78,4 +79,36 @@ pub fn run(root: &Path) -> Result<()> {
         )?
     );
     Ok(())
+}
+
+/// `cargo xtask demo`: the whole stack on the local control plane (building and starting it
+/// when needed), a demo policy, one pod rejected and one admitted through the apiserver.
+pub fn run_cluster(root: &Path) -> Result<()> {
+    let bin = crate::e2e::build_binaries(root, &["-p", "e2e", "--bin", "cluster-demo"])?;
+    let layout = crate::cluster::ClusterLayout::default_location();
+    let already_up = crate::cluster::is_up(&layout);
+    if !already_up {
+        crate::cluster::up(&layout, 3).context(
+            "starting the local control plane (needs root for the network namespace and Go to \
+             build it; `cargo xtask demo --server` runs the policy-server alone)",
+        )?;
+    }
+    let logs = bin
+        .parent()
+        .map(|target| target.join("demo-logs"))
+        .unwrap_or_else(|| root.join("target/demo-logs"));
+    std::fs::create_dir_all(&logs)?;
+    let result = crate::cluster::exec(
+        &layout,
+        &[
+            "env".to_string(),
+            format!("KUBEWARDEN_E2E_BIN_DIR={}", bin.display()),
+            format!("KUBEWARDEN_E2E_LOG_DIR={}", logs.display()),
+            bin.join("cluster-demo").display().to_string(),
+        ],
+    );
+    if !already_up {
+        crate::cluster::down(&layout)?;
+    }
+    result
 }

@@ -48,7 +48,8 @@ fn dump_cluster_state(layout: &ClusterLayout, logs: &Path) {
         .status();
 }
 
-pub fn run(root: &Path) -> Result<()> {
+/// Builds the stack's binaries (plus `extra` cargo arguments) and returns their directory.
+pub fn build_binaries(root: &Path, extra: &[&str]) -> Result<PathBuf> {
     println!("==> building the controller, policy-server and audit-scanner");
     let status = cargo()
         .args([
@@ -61,6 +62,7 @@ pub fn run(root: &Path) -> Result<()> {
             "-p",
             "audit-scanner",
         ])
+        .args(extra)
         .status()?;
     if !status.success() {
         bail!("building the binaries failed");
@@ -68,7 +70,15 @@ pub fn run(root: &Path) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug");
+    Ok(target.join("debug"))
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    let bin = build_binaries(root, &[])?;
+    let target = bin
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join("target"));
     let logs = target.join("e2e-logs");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;

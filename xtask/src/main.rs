@@ -43,9 +43,13 @@ enum Command {
         #[arg(long)]
         fast: bool,
     },
-    /// Run the policy-server over HTTPS on a demo policy and show one rejected and one
-    /// accepted request.
-    Demo,
+    /// The stack on the local control plane with a demo policy: one pod rejected, one
+    /// admitted through the apiserver. `--server`: the policy-server alone over HTTPS instead.
+    Demo {
+        /// Run only the policy-server on a demo policy (seconds, no cluster, no root).
+        #[arg(long)]
+        server: bool,
+    },
     /// Load-test the policy-server with wrk against its no-op baseline; cold start with 20
     /// policies. Prints a table and writes target/bench/policy-server.md.
     Bench {
@@ -114,7 +118,8 @@ fn main() -> Result<()> {
             tag,
             push,
         } => images::run(&registry, &tag, push),
-        Command::Demo => demo::run(&repo_root()),
+        Command::Demo { server: true } => demo::run(&repo_root()),
+        Command::Demo { server: false } => demo::run_cluster(&repo_root()),
         Command::Bench {
             target: BenchTarget::PolicyServer,
             seconds,
