@@ -49,9 +49,20 @@ pub fn log_dir() -> PathBuf {
     dir
 }
 
-/// A test policy module built from `policies/`, as a `file://` URL the local policy-servers
-/// can read.
+/// Base URL the test policies are served from to in-cluster policy-servers (kind mode), from
+/// `KUBEWARDEN_E2E_FIXTURE_BASE`.
+pub fn fixture_base() -> Option<String> {
+    std::env::var("KUBEWARDEN_E2E_FIXTURE_BASE")
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
+/// A test policy module built from `policies/`: a `file://` URL the local policy-servers can
+/// read, or in kind mode its URL on the in-cluster fixture server.
 pub fn fixture_module(name: &str) -> String {
+    if let Some(base) = fixture_base() {
+        return format!("{}/{name}.wasm", base.trim_end_matches('/'));
+    }
     let path = test_cluster::repo_root()
         .join("crates/policy-evaluator/tests/fixtures")
         .join(format!("{name}.wasm"));

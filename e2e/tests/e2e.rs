@@ -122,6 +122,14 @@ where
 
 fn policy_server(name: &str, spec: Value) -> PolicyServer {
     let mut full = json!({"image": "ghcr.io/kubewarden-rs/policy-server:e2e", "replicas": 1});
+    // In kind mode the test policies come from the in-cluster fixture server, over HTTP.
+    if let Some(host) = e2e::fixture_base().and_then(|b| {
+        b.split("://")
+            .nth(1)
+            .map(|h| h.trim_end_matches('/').to_string())
+    }) {
+        full["insecureSources"] = json!([host]);
+    }
     if let (Some(full), Value::Object(spec)) = (full.as_object_mut(), spec) {
         full.extend(spec);
     }
@@ -195,10 +203,17 @@ async fn the_whole_journey() {
     let servers = apps.cluster_wide::<PolicyServer>();
     // Fixed name: `cargo xtask e2e` maps its Service name to this host for the audit-scanner.
     let default_ps = "default".to_string();
+    // Local mode pins it to one fake node for the host network scenarios. Applied, not
+    // created: on kind the defaults chart may already have made a `default` PolicyServer.
+    let placement = match mode {
+        Mode::Local => json!({"affinity": on_node("kwok-node-0")}),
+        Mode::Kind => json!({}),
+    };
     servers
-        .create(
-            &PostParams::default(),
-            &policy_server(&default_ps, json!({"affinity": on_node("kwok-node-0")})),
+        .patch(
+            &default_ps,
+            &PatchParams::apply("kubewarden-rs-e2e").force(),
+            &Patch::Apply(&policy_server(&default_ps, placement)),
         )
         .await
         .expect("PolicyServer");
@@ -359,7 +374,10 @@ async fn the_whole_journey() {
     create_pod_until(&pods, json!({"e2e-denied-2": "yes"}), None).await;
 
     step("the audit-scanner reports on pods that already exist");
-    audit(&apps, &default_ps, &monitor, &monitored).await;
+    match mode {
+        Mode::Local => audit(&apps, &default_ps, &monitor, &monitored).await,
+        Mode::Kind => audit_with_cronjob(&apps, &monitor, &monitored).await,
+    }
 
     if mode == Mode::Local {
         host_network(&apps, &default_ps).await;
@@ -377,6 +395,63 @@ async fn the_whole_journey() {
     drop(processes);
     other.cleanup().await;
     apps.cleanup().await;
+}
+
+/// Kind mode: a Job from the chart's audit-scanner CronJob, then the monitored pod's report.
+async fn audit_with_cronjob(cluster: &TestCluster, monitor: &str, monitored: &Pod) {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let cronjobs: Api<CronJob> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let cronjob = cronjobs
+        .get("audit-scanner")
+        .await
+        .expect("the chart's CronJob");
+    let template = cronjob.spec.expect("spec").job_template;
+    let name = unique_name("audit-e2e");
+    let job = Job {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    };
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("audit Job");
+    wait_until(
+        "the audit Job succeeds",
+        Duration::from_secs(300),
+        || async {
+            let status = jobs.get(&name).await?.status.unwrap_or_default();
+            if status.failed.unwrap_or(0) > 0 {
+                anyhow::bail!("the audit Job failed");
+            }
+            Ok(status.succeeded.unwrap_or(0) > 0)
+        },
+    )
+    .await
+    .expect("audit ran");
+    check_monitored_report(cluster, monitor, monitored).await;
+}
+
+async fn check_monitored_report(cluster: &TestCluster, monitor: &str, monitored: &Pod) {
+    let reports: Api<openreports::Report> = cluster.namespaced();
+    let report = reports
+        .get(&monitored.uid().expect("uid"))
+        .await
+        .expect("report of the monitored pod");
+    let results: BTreeMap<String, ResultOutcome> = report
+        .spec
+        .results
+        .iter()
+        .filter_map(|r| Some((r.policy.clone(), r.result?)))
+        .collect();
+    assert_eq!(
+        results.get(&format!("clusterwide-{monitor}")),
+        Some(&ResultOutcome::Fail),
+        "{results:?}"
+    );
 }
 
 /// Runs the audit-scanner binary on the apps namespace and checks the monitored pod's report.

@@ -122,3 +122,233 @@ pub fn run(root: &Path) -> Result<()> {
     }
     result
 }
+
+const KIND_CLUSTER: &str = "kubewarden-e2e";
+const FIXTURES: [&str; 3] = ["accept-all", "reject-by-label", "mutate-add-label"];
+
+fn require(tool: &str, args: &[&str]) -> Result<()> {
+    let ok = Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        bail!(
+            "`{tool} {}` does not work on this machine: kind mode needs Docker and kind; \
+             without them use `cargo xtask e2e` (local control plane)",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn step(description: &str, command: &mut Command) -> Result<()> {
+    println!("==> {description}");
+    let status = command
+        .status()
+        .with_context(|| format!("running {:?}", command.get_program()))?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Where the kind cluster's policy-servers fetch the test policies from (an nginx Deployment
+/// serving them from a ConfigMap; `insecureSources` lets the PolicyServer use plain HTTP).
+const FIXTURE_BASE: &str = "http://e2e-fixtures.kubewarden.svc";
+
+/// `cargo xtask e2e --kind`: images built and loaded into a kind cluster, the charts installed,
+/// the same scenarios run against real pods (the host network ones need the local mode).
+pub fn run_kind(root: &Path) -> Result<()> {
+    require("docker", &["info"])?;
+    require("kind", &["version"])?;
+    let helm = crate::helm::ensure()?;
+    crate::images::run("ghcr.io", "e2e", false)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let logs = target.join("e2e-logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    let clusters = Command::new("kind").args(["get", "clusters"]).output()?;
+    if !String::from_utf8_lossy(&clusters.stdout)
+        .lines()
+        .any(|l| l == KIND_CLUSTER)
+    {
+        step(
+            "creating the kind cluster",
+            Command::new("kind").args([
+                "create",
+                "cluster",
+                "--name",
+                KIND_CLUSTER,
+                "--wait",
+                "180s",
+            ]),
+        )?;
+    }
+    step(
+        "loading the images",
+        Command::new("kind").args([
+            "load",
+            "docker-image",
+            "--name",
+            KIND_CLUSTER,
+            "ghcr.io/kubewarden-rs/controller:e2e",
+            "ghcr.io/kubewarden-rs/policy-server:e2e",
+        ]),
+    )?;
+    let kubeconfig = target.join("e2e-kind.kubeconfig");
+    let config = Command::new("kind")
+        .args(["get", "kubeconfig", "--name", KIND_CLUSTER])
+        .output()?;
+    std::fs::write(&kubeconfig, config.stdout)?;
+    let kubectl = |args: &[&str]| {
+        let mut command = Command::new("kubectl");
+        command
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args);
+        command
+    };
+    let helm_install = |release: &str, chart: &str, extra: &[&str]| {
+        let mut command = Command::new(&helm);
+        command
+            .args([
+                "upgrade",
+                "--install",
+                "--wait",
+                "--timeout",
+                "300s",
+                "-n",
+                "kubewarden",
+                "--create-namespace",
+            ])
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(release)
+            .arg(root.join("charts").join(chart))
+            .args(extra);
+        command
+    };
+    step(
+        "installing kubewarden-crds",
+        &mut helm_install("kubewarden-crds", "kubewarden-crds", &[]),
+    )?;
+    step(
+        "installing kubewarden-controller",
+        &mut helm_install(
+            "kubewarden-controller",
+            "kubewarden-controller",
+            &["--set", "image.tag=e2e", "--set", "image.pullPolicy=Never"],
+        ),
+    )?;
+    let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
+    let mut create_cm = kubectl(&[
+        "-n",
+        "kubewarden",
+        "create",
+        "configmap",
+        "e2e-fixtures",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    for f in FIXTURES {
+        create_cm.arg(format!(
+            "--from-file={}",
+            fixtures.join(format!("{f}.wasm")).display()
+        ));
+    }
+    let rendered = create_cm.output()?;
+    let cm_file = target.join("e2e-fixtures-configmap.yaml");
+    std::fs::write(&cm_file, rendered.stdout)?;
+    step(
+        "the fixture ConfigMap",
+        &mut kubectl(&["apply", "-f", &cm_file.display().to_string()]),
+    )?;
+    let server_file = target.join("e2e-fixtures-server.json");
+    std::fs::write(&server_file, FIXTURE_SERVER)?;
+    step(
+        "the fixture server",
+        &mut kubectl(&["apply", "-f", &server_file.display().to_string()]),
+    )?;
+    step(
+        "waiting for the fixture server",
+        &mut kubectl(&[
+            "-n",
+            "kubewarden",
+            "rollout",
+            "status",
+            "deployment/e2e-fixtures",
+            "--timeout=180s",
+        ]),
+    )?;
+
+    let result = step(
+        "scenarios",
+        cargo()
+            .args([
+                "test",
+                "--quiet",
+                "-p",
+                "e2e",
+                "--test",
+                "e2e",
+                "--",
+                "--nocapture",
+            ])
+            .env("KUBEWARDEN_E2E_MODE", "kind")
+            .env("KUBEWARDEN_E2E_FIXTURE_BASE", FIXTURE_BASE)
+            .env("KUBEWARDEN_E2E_LOG_DIR", &logs)
+            .env("KUBEWARDEN_TEST_KUBECONFIG", &kubeconfig)
+            .env("KUBEWARDEN_REQUIRE_CLUSTER", "1"),
+    );
+    if result.is_err() {
+        for (file, args) in [
+            (
+                "objects.yaml",
+                vec![
+                    "get",
+                    "policyservers,clusteradmissionpolicies,admissionpolicies,deployments,pods",
+                    "-A",
+                    "-o",
+                    "yaml",
+                ],
+            ),
+            ("events.txt", vec!["get", "events", "-A"]),
+            (
+                "controller.log",
+                vec![
+                    "-n",
+                    "kubewarden",
+                    "logs",
+                    "deployment/kubewarden-controller",
+                    "--tail=-1",
+                ],
+            ),
+            (
+                "policy-server-default.log",
+                vec![
+                    "-n",
+                    "kubewarden",
+                    "logs",
+                    "deployment/policy-server-default",
+                    "--tail=-1",
+                ],
+            ),
+        ] {
+            if let Ok(output) = kubectl(&args).output() {
+                let _ = std::fs::write(logs.join(file), output.stdout);
+            }
+        }
+        println!("e2e failed; logs: {}", logs.display());
+    }
+    result
+}
+
+const FIXTURE_SERVER: &str = r#"{"apiVersion":"v1","kind":"List","items":[
+{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"e2e-fixtures","namespace":"kubewarden"},
+ "spec":{"selector":{"matchLabels":{"app":"e2e-fixtures"}},"template":{"metadata":{"labels":{"app":"e2e-fixtures"}},
+  "spec":{"containers":[{"name":"nginx","image":"nginx:1.27-alpine","ports":[{"containerPort":80}],
+   "volumeMounts":[{"name":"fixtures","mountPath":"/usr/share/nginx/html"}]}],
+   "volumes":[{"name":"fixtures","configMap":{"name":"e2e-fixtures"}}]}}}},
+{"apiVersion":"v1","kind":"Service","metadata":{"name":"e2e-fixtures","namespace":"kubewarden"},
+ "spec":{"selector":{"app":"e2e-fixtures"},"ports":[{"port":80,"targetPort":80}]}}]}"#;

@@ -66,9 +66,15 @@ enum Command {
     },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
-    /// Run the end-to-end scenarios on the local control plane (controller and policy-servers
-    /// as local processes); logs in target/e2e-logs/.
-    E2e,
+    /// Run the end-to-end scenarios: on the local control plane (controller and policy-servers
+    /// as local processes), or with --kind on a kind cluster (images, charts); logs in
+    /// target/e2e-logs/.
+    E2e {
+        /// Build the images, load them into kind, install the charts and run there (needs
+        /// Docker and kind).
+        #[arg(long)]
+        kind: bool,
+    },
     /// Build the controller and policy-server images (needs Docker or Podman).
     Images {
         #[arg(long, default_value = "ghcr.io")]
@@ -112,7 +118,8 @@ fn main() -> Result<()> {
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
         Command::Helm { args } => helm::exec(&args),
-        Command::E2e => e2e::run(&repo_root()),
+        Command::E2e { kind: false } => e2e::run(&repo_root()),
+        Command::E2e { kind: true } => e2e::run_kind(&repo_root()),
         Command::Images {
             registry,
             tag,
