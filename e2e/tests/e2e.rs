@@ -484,22 +484,7 @@ async fn audit(cluster: &TestCluster, policy_server: &str, monitor: &str, monito
         "audit-scanner: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let reports: Api<openreports::Report> = cluster.namespaced();
-    let report = reports
-        .get(&monitored.uid().expect("uid"))
-        .await
-        .expect("report of the monitored pod");
-    let results: BTreeMap<String, ResultOutcome> = report
-        .spec
-        .results
-        .iter()
-        .filter_map(|r| Some((r.policy.clone(), r.result?)))
-        .collect();
-    assert_eq!(
-        results.get(&format!("clusterwide-{monitor}")),
-        Some(&ResultOutcome::Fail),
-        "{results:?}"
-    );
+    check_monitored_report(cluster, monitor, monitored).await;
 }
 
 /// The seeds' host network scenarios, with the controller in host network mode.

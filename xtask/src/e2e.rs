@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cluster::{self, ClusterLayout, NETNS};
+use crate::test::run_step as step;
 
 /// `ip netns exec` mounts this over /etc/hosts: Service names of the e2e PolicyServers resolve
 /// to the host, where their local processes listen.
@@ -137,17 +138,6 @@ fn require(tool: &str, args: &[&str]) -> Result<()> {
              without them use `cargo xtask e2e` (local control plane)",
             args.join(" ")
         );
-    }
-    Ok(())
-}
-
-fn step(description: &str, command: &mut Command) -> Result<()> {
-    println!("==> {description}");
-    let status = command
-        .status()
-        .with_context(|| format!("running {:?}", command.get_program()))?;
-    if !status.success() {
-        bail!("{description} failed ({status})");
     }
     Ok(())
 }
