@@ -267,6 +267,17 @@ async fn lifecycle(cluster: &TestCluster, expiring_ca: &str) {
         .expect("CA secret");
     assert_eq!(text(&ca_secret, "old-ca.crt"), expiring_ca);
 
+    // A deleted child comes back at once (the controller watches its children).
+    secrets
+        .delete(&resource, &DeleteParams::default())
+        .await
+        .expect("secret deleted");
+    wait_until("TLS secret recreated", WAIT, || async {
+        Ok(secrets.get_opt(&resource).await?.is_some())
+    })
+    .await
+    .expect("recreated");
+
     // kwok makes the pod Ready.
     let deployments = cluster.namespaced::<Deployment>();
     wait_until("policy-server ready", WAIT, || async {

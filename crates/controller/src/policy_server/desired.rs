@@ -133,7 +133,8 @@ fn with_policy_server_label(ps: &PolicyServer) -> BTreeMap<String, String> {
 
 /// The Secret with the policy-server's serving certificate.
 pub fn desired_secret(ps: &PolicyServer, options: &Options, cert: &ServerCertificate) -> Secret {
-    let mut meta = metadata(ps, options, common_labels(ps));
+    // The PolicyServer label lets the controller see a deleted or edited Secret at once.
+    let mut meta = metadata(ps, options, with_policy_server_label(ps));
     meta.annotations = Some(BTreeMap::from([(
         annotations::CERT_FORMAT_VERSION.to_string(),
         annotations::CERT_FORMAT_VERSION_VALUE.to_string(),
