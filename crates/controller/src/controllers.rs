@@ -193,6 +193,16 @@ fn bound_policies<P: Policy>(store: &Store<P>, policy_server: &str) -> Vec<Objec
         .collect()
 }
 
+/// Maps an object labelled with its PolicyServer (a pod, the ConfigMap) to the policies bound
+/// to that PolicyServer.
+fn bound_by_label<P: Policy, K: Resource>(store: Store<P>) -> impl Fn(K) -> Vec<ObjectRef<P>> {
+    move |object| {
+        policy_server_label(&object)
+            .map(|ps| bound_policies(&store, &ps))
+            .unwrap_or_default()
+    }
+}
+
 /// The policy a generated webhook configuration belongs to, if it is of kind `P`.
 fn webhook_policy<P: Policy, W: Resource>(webhook: &W) -> Option<ObjectRef<P>> {
     let name = webhook.annotations().get(annotations::POLICY_NAME)?;
@@ -217,21 +227,6 @@ async fn policy_controller<P: Policy>(ctx: Arc<Context>, rotation: &RotationSign
     let ns = ctx.options.deployments_namespace.clone();
     let controller = Controller::new(Api::<P>::all(client.clone()), watcher::Config::default());
     let store = controller.store();
-    let by_label = |store: Store<P>| {
-        move |object: Pod| {
-            policy_server_label(&object)
-                .map(|ps| bound_policies(&store, &ps))
-                .unwrap_or_default()
-        }
-    };
-    let by_config_map = {
-        let store = store.clone();
-        move |object: ConfigMap| {
-            policy_server_label(&object)
-                .map(|ps| bound_policies(&store, &ps))
-                .unwrap_or_default()
-        }
-    };
     let by_policy_server = {
         let store = store.clone();
         move |ps: PolicyServer| bound_policies(&store, &ps.name_any())
@@ -245,12 +240,12 @@ async fn policy_controller<P: Policy>(ctx: Arc<Context>, rotation: &RotationSign
         .watches(
             Api::<Pod>::namespaced(client.clone(), &ns),
             labelled(),
-            by_label(store.clone()),
+            bound_by_label(store.clone()),
         )
         .watches(
             Api::<ConfigMap>::namespaced(client.clone(), &ns),
             labelled(),
-            by_config_map,
+            bound_by_label(store.clone()),
         )
         .watches(
             Api::<PolicyServer>::all(client.clone()),
