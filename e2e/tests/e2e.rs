@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use api_types::crd::{AdmissionPolicy, ClusterAdmissionPolicy, PolicyServer};
+use api_types::crd::{
+    AdmissionPolicy, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup, PolicyServer,
+};
 use api_types::reports::{ResultOutcome, openreports};
 use e2e::{LocalPolicyServers, Mode, NAMESPACE, Processes, fixture_module, start_controller};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -152,11 +154,16 @@ async fn remove_leftovers(cluster: &TestCluster) {
     let _ = policies
         .delete_collection(&DeleteParams::default(), &selector)
         .await;
+    let groups = cluster.cluster_wide::<ClusterAdmissionPolicyGroup>();
+    let _ = groups
+        .delete_collection(&DeleteParams::default(), &selector)
+        .await;
     let _ = servers
         .delete_collection(&DeleteParams::default(), &selector)
         .await;
     wait_until("leftovers of earlier runs removed", WAIT, || async {
         Ok(policies.list(&selector).await?.items.is_empty()
+            && groups.list(&selector).await?.items.is_empty()
             && servers.list(&selector).await?.items.is_empty())
     })
     .await
@@ -372,6 +379,47 @@ async fn the_whole_journey() {
     .await
     .expect("finalizer released");
     create_pod_until(&pods, json!({"e2e-denied-2": "yes"}), None).await;
+
+    step("a ClusterAdmissionPolicyGroup combines two policies with its expression");
+    let group = unique_name("e2e-group");
+    let groups = apps.cluster_wide::<ClusterAdmissionPolicyGroup>();
+    let group_object: ClusterAdmissionPolicyGroup = object(json!({
+        "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicyGroup",
+        "metadata": {"name": group, "labels": {E2E_LABEL: "true"}},
+        "spec": {
+            "policyServer": default_ps,
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "failurePolicy": "Fail",
+            "expression": "allowed() && no_team_x()",
+            "message": "the group refuses pods of team x",
+            "policies": {
+                "allowed": {"module": fixture_module("accept-all")},
+                "no_team_x": {"module": reject_by_label, "settings": {"denied_labels": ["e2e-team-x"]}},
+            },
+        }
+    }));
+    groups
+        .create(&PostParams::default(), &group_object)
+        .await
+        .expect("group");
+    wait_active(&groups, &group).await;
+    create_pod_until(
+        &pods,
+        json!({"e2e-team-x": "yes"}),
+        Some("the group refuses pods of team x"),
+    )
+    .await;
+    create_pod_until(&pods, json!({"e2e-team": "y"}), None).await;
+    groups
+        .delete(&group, &DeleteParams::default())
+        .await
+        .expect("group deleted");
+    wait_until("group gone", WAIT, || async {
+        Ok(groups.get_opt(&group).await?.is_none())
+    })
+    .await
+    .expect("finalizer released");
 
     step("the audit-scanner reports on pods that already exist");
     match mode {
