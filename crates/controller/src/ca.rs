@@ -27,7 +27,8 @@ pub struct CaState {
     pub bundle_pem: String,
 }
 
-fn text(secret: &Secret, key: &str) -> Option<String> {
+/// A non-empty text entry of a Secret's data.
+pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()
@@ -45,8 +46,8 @@ fn bundle(current: &str, old: Option<&str>) -> String {
 
 fn state_from(secret: &Secret) -> Result<CaState, Error> {
     let (Some(cert), Some(key)) = (
-        text(secret, naming::CA_CERT_KEY),
-        text(secret, naming::CA_KEY_KEY),
+        secret_text(secret, naming::CA_CERT_KEY),
+        secret_text(secret, naming::CA_KEY_KEY),
     ) else {
         return Err(Error::Invalid(format!(
             "Secret {} lacks {} or {}",
@@ -56,7 +57,7 @@ fn state_from(secret: &Secret) -> Result<CaState, Error> {
         )));
     };
     let authority = CertificateAuthority::from_pem(&cert, &key)?;
-    let old = text(secret, naming::OLD_CA_CERT_KEY);
+    let old = secret_text(secret, naming::OLD_CA_CERT_KEY);
     Ok(CaState {
         bundle_pem: bundle(&cert, old.as_deref()),
         authority,
@@ -88,13 +89,18 @@ fn secret_data(
 
 /// Reads the CA, creating it when the Secret does not exist yet.
 pub async fn ensure(ctx: &Context) -> Result<CaState, Error> {
+    state_from(&ensure_secret(ctx).await?)
+}
+
+/// The CA Secret, created with a new CA when it does not exist yet.
+async fn ensure_secret(ctx: &Context) -> Result<Secret, Error> {
     let secrets = ctx.namespaced::<Secret>();
     if let Some(secret) = secrets
         .get_opt(naming::CA_SECRET_NAME)
         .await
         .context(|| format!("reading Secret {}", naming::CA_SECRET_NAME))?
     {
-        return state_from(&secret);
+        return Ok(secret);
     }
     let authority = CertificateAuthority::generate(OffsetDateTime::now_utc())?;
     let secret = Secret {
@@ -114,16 +120,13 @@ pub async fn ensure(ctx: &Context) -> Result<CaState, Error> {
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(created) => {
             tracing::info!(secret = naming::CA_SECRET_NAME, "created the CA");
-            state_from(&created)
+            Ok(created)
         }
         // Another replica or Helm created it first: use theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            let existing = secrets
-                .get(naming::CA_SECRET_NAME)
-                .await
-                .context(|| format!("reading Secret {}", naming::CA_SECRET_NAME))?;
-            state_from(&existing)
-        }
+        Err(kube::Error::Api(status)) if status.code == 409 => secrets
+            .get(naming::CA_SECRET_NAME)
+            .await
+            .context(|| format!("reading Secret {}", naming::CA_SECRET_NAME)),
         Err(err) => Err(err).context(|| format!("creating Secret {}", naming::CA_SECRET_NAME)),
     }
 }
@@ -140,14 +143,10 @@ pub enum Rotation {
 
 /// Renews the CA when it expires within the renewal window, and drops an expired old CA.
 pub async fn rotate_if_needed(ctx: &Context, now: OffsetDateTime) -> Result<Rotation, Error> {
-    ensure(ctx).await?;
+    let mut secret = ensure_secret(ctx).await?;
     let secrets = ctx.namespaced::<Secret>();
-    let mut secret = secrets
-        .get(naming::CA_SECRET_NAME)
-        .await
-        .context(|| format!("reading Secret {}", naming::CA_SECRET_NAME))?;
     let state = state_from(&secret)?;
-    let old = text(&secret, naming::OLD_CA_CERT_KEY);
+    let old = secret_text(&secret, naming::OLD_CA_CERT_KEY);
     let (data, outcome) = if state.authority.needs_renewal(now) {
         let renewed = CertificateAuthority::generate(now)?;
         let data = secret_data(&renewed, Some(state.authority.cert_pem()));

@@ -178,14 +178,9 @@ async fn reconcile_children(
 }
 
 fn stored_certificate(secret: &Secret) -> Option<ServerCertificate> {
-    let data = secret.data.as_ref()?;
-    let text = |key: &str| {
-        data.get(key)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    };
     Some(ServerCertificate {
-        cert_pem: text(naming::TLS_CERT_KEY)?,
-        key_pem: text(naming::TLS_KEY_KEY)?,
+        cert_pem: ca::secret_text(secret, naming::TLS_CERT_KEY)?,
+        key_pem: ca::secret_text(secret, naming::TLS_KEY_KEY)?,
     })
 }
 
