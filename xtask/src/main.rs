@@ -7,6 +7,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod e2e;
+mod go_tool;
 mod helm;
 mod images;
 mod local_server;

@@ -1,6 +1,8 @@
-//! `cargo xtask policies`: builds the test policies in `policies/` (Rust waPC guests and Go
-//! WASI commands) and writes them, annotated
-//! with their metadata section, to `crates/policy-evaluator/tests/fixtures/`.
+//! `cargo xtask policies`: builds the test policies in `policies/` (Rust waPC guests, Go WASI
+//! commands and Rego for the OPA and Gatekeeper modes) and writes them, annotated with their
+//! metadata section, to `crates/policy-evaluator/tests/fixtures/`.
+//!
+//! Rego is compiled by `opa build -t wasm`, with opa built from its Go module (once).
 //!
 //! rustup cannot add wasm targets on our machines, so the guests are built with Debian's rustc
 //! (`apt-get install rustc cargo libstd-rust-dev-wasm32 lld-14`). Debian's cargo cannot read
@@ -28,6 +30,11 @@ const RUST_POLICIES: &[&str] = &[
 ];
 /// Go guests (WASI commands, `GOOS=wasip1`), by directory.
 const GO_POLICIES: &[&str] = &["wasi-go"];
+/// Rego policies, by directory, with the entrypoint `opa build` gets (it becomes id 0).
+const REGO_POLICIES: &[(&str, &str)] = &[
+    ("opa-reject-by-label", "policy/main"),
+    ("gatekeeper-reject-by-label", "k8sdeniedlabels/violation"),
+];
 
 pub fn run(root: &Path) -> Result<()> {
     for tool in [DEBIAN_RUSTC, DEBIAN_CARGO] {
@@ -94,6 +101,29 @@ pub fn run(root: &Path) -> Result<()> {
                 .arg("."),
         )?;
         built.push((*policy, wasm));
+    }
+    let opa = crate::go_tool::OPA.ensure()?;
+    for (policy, entrypoint) in REGO_POLICIES {
+        let out_dir = target_dir.join("rego").join(policy);
+        fs::create_dir_all(&out_dir)?;
+        let bundle = out_dir.join("bundle.tar.gz");
+        run_step(
+            &format!("compiling {policy} with opa build -t wasm"),
+            Command::new(&opa)
+                .args(["build", "-t", "wasm", "-e", entrypoint, "-o"])
+                .arg(&bundle)
+                .arg(workspace.join(policy)),
+        )?;
+        run_step(
+            &format!("extracting {policy}'s policy.wasm"),
+            Command::new("tar")
+                .arg("-xzf")
+                .arg(&bundle)
+                .arg("-C")
+                .arg(&out_dir)
+                .arg("/policy.wasm"),
+        )?;
+        built.push((*policy, out_dir.join("policy.wasm")));
     }
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
     fs::create_dir_all(&fixtures)?;

@@ -53,6 +53,11 @@ fn policies(c: &mut Criterion) {
         ("accept-all", json!({})),
         ("reject-by-label", json!({"denied_labels": ["app"]})),
         ("mutate-add-label", json!({})),
+        ("opa-reject-by-label", json!({"denied_labels": ["app"]})),
+        (
+            "gatekeeper-reject-by-label",
+            json!({"denied_labels": ["app"]}),
+        ),
     ];
     let mut group = c.benchmark_group("validate");
     for (name, settings) in &cases {

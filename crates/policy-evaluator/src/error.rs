@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::metadata::{ExecutionMode, MetadataError};
+use crate::metadata::MetadataError;
 
 /// A module cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -12,8 +12,11 @@ pub enum LoadError {
     Engine(String),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    #[error("execution mode {0:?} is not supported by this policy-server yet")]
-    UnsupportedMode(ExecutionMode),
+    #[error(
+        "the Rego policy needs built-in functions this policy-server does not provide: {}",
+        .0.join(", ")
+    )]
+    UnsupportedBuiltins(Vec<String>),
     #[error("cannot compile the module: {0}")]
     Compile(String),
     #[error("cannot link the module: {0}")]

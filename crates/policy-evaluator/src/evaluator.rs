@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use wasmtime::{Instance, Store, Trap};
+use wasmtime::{Instance, InstancePre, Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
@@ -12,7 +12,8 @@ use crate::error::EvaluationError;
 use crate::host::{HostCapabilities, NoHostCapabilities};
 use crate::limits::{EvaluationLimits, MemoryLimiter};
 use crate::metadata::ExecutionMode;
-use crate::module::PolicyModule;
+use crate::module::{PolicyModule, Runtime};
+use crate::opa::{self, OpaError, OpaState};
 use crate::response::{AdmissionResponse, SettingsValidationResponse, ValidationResponse};
 use crate::wapc::{HostState, WapcCall};
 
@@ -79,7 +80,14 @@ impl PolicyEvaluator {
     }
 
     /// Asks the policy whether its settings are valid.
+    /// Rego policies have no such entry point: their settings are always valid, as upstream.
     pub fn validate_settings(&self) -> Result<SettingsValidationResponse, EvaluationError> {
+        if let Runtime::Opa(_) = self.module.runtime {
+            return Ok(SettingsValidationResponse {
+                valid: true,
+                message: None,
+            });
+        }
         let payload = serde_json::to_vec(&self.settings)
             .map_err(|e| EvaluationError::InvalidRequest(e.to_string()))?;
         let answer = self.call("validate_settings", payload)?;
@@ -95,6 +103,9 @@ impl PolicyEvaluator {
             .get("uid")
             .and_then(Value::as_str)
             .ok_or_else(|| EvaluationError::InvalidRequest("the request has no uid".into()))?;
+        if let Runtime::Opa(_) = self.module.runtime {
+            return self.validate_rego(uid, request, false);
+        }
         let answer = self.validation_answer(request)?;
         let object = request.get("object").unwrap_or(&Value::Null);
         Ok(AdmissionResponse::from_validation(uid, object, answer))
@@ -107,8 +118,65 @@ impl PolicyEvaluator {
             .get("uid")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if let Runtime::Opa(_) = self.module.runtime {
+            return self.validate_rego(uid, request, true);
+        }
         let answer = self.validation_answer(request)?;
         Ok(AdmissionResponse::from_validation(uid, request, answer))
+    }
+
+    /// Evaluates a Rego policy: `opa` policies see `{"request": ...}` as input and their
+    /// settings as data and answer an AdmissionReview; `gatekeeper` policies see
+    /// `{"parameters": settings, "review": request}` and answer a list of violations.
+    fn validate_rego(
+        &self,
+        uid: &str,
+        request: &Value,
+        raw: bool,
+    ) -> Result<AdmissionResponse, EvaluationError> {
+        let Runtime::Opa(module) = &self.module.runtime else {
+            return Err(EvaluationError::InvalidRequest(
+                "not a Rego policy".to_string(),
+            ));
+        };
+        let gatekeeper = self.module.metadata().execution_mode == ExecutionMode::Gatekeeper;
+        if gatekeeper && raw {
+            return Err(EvaluationError::InvalidRequest(
+                "Gatekeeper policies evaluate Kubernetes admission requests, not raw documents"
+                    .to_string(),
+            ));
+        }
+        let state = OpaState::new(
+            MemoryLimiter::new(self.limits.memory_bytes),
+            module,
+            self.policy_id.clone(),
+        );
+        let mut store = Store::new(self.module.engine.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.limits.timeout.map_or(u64::MAX, deadline_ticks));
+        let result = if gatekeeper {
+            let input = opa::GatekeeperInput {
+                parameters: &self.settings,
+                review: request,
+            };
+            module.evaluate(&mut store, &opa::EMPTY_DATA, &input)
+        } else {
+            module.evaluate(&mut store, &self.settings, &opa::OpaInput { request })
+        };
+        let result = result.map_err(|error| match error {
+            OpaError::Eval(code) => EvaluationError::Guest(format!(
+                "the Rego evaluation failed with OPA error code {code}"
+            )),
+            OpaError::Wasm(err) => match store.data().abort_message() {
+                Some(message) => EvaluationError::Guest(format!("aborted: {message}")),
+                None => classify(err, store.data().limiter.exceeded, &self.limits),
+            },
+        })?;
+        if gatekeeper {
+            opa::gatekeeper_response(uid, &result)
+        } else {
+            opa::opa_response(uid, &result)
+        }
     }
 
     fn validation_answer(&self, request: &Value) -> Result<ValidationResponse, EvaluationError> {
@@ -126,6 +194,11 @@ impl PolicyEvaluator {
 
     /// The waPC protocol version the guest reports (waPC guests only).
     pub fn protocol_version(&self) -> Result<String, EvaluationError> {
+        if let Runtime::Opa(_) = self.module.runtime {
+            return Err(EvaluationError::InvalidRequest(
+                "Rego policies have no waPC protocol version".to_string(),
+            ));
+        }
         let answer = self.call("protocol_version", Vec::new())?;
         serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {
             expected: "protocol version",
@@ -157,8 +230,7 @@ impl PolicyEvaluator {
     }
 
     fn instantiate(&self, store: &mut Store<HostState>) -> Result<Instance, EvaluationError> {
-        self.module
-            .pre
+        self.instance_pre()?
             .instantiate(&mut *store)
             .map_err(|err| match self.classify(err, store) {
                 EvaluationError::Trap(message) => EvaluationError::Instantiation(message),
@@ -251,21 +323,38 @@ impl PolicyEvaluator {
         }
     }
 
+    fn instance_pre(&self) -> Result<&InstancePre<HostState>, EvaluationError> {
+        match &self.module.runtime {
+            Runtime::Wasm(pre) => Ok(pre),
+            Runtime::Opa(_) => Err(EvaluationError::InvalidRequest(
+                "Rego policies answer no waPC or WASI calls".to_string(),
+            )),
+        }
+    }
+
     /// Names the cause of a failed call.
     fn classify(&self, err: wasmtime::Error, store: &Store<HostState>) -> EvaluationError {
-        if store.data().limiter.exceeded {
-            return EvaluationError::MemoryLimit {
-                limit_bytes: self.limits.memory_bytes,
-            };
-        }
-        match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => {
-                EvaluationError::Timeout(self.limits.timeout.unwrap_or_default())
-            }
-            Some(Trap::StackOverflow) => EvaluationError::StackOverflow,
-            Some(trap) => EvaluationError::Trap(trap.to_string()),
-            None => EvaluationError::Trap(format!("{err:#}")),
-        }
+        classify(err, store.data().limiter.exceeded, &self.limits)
+    }
+}
+
+/// Names the cause of a failed call: the memory limit (when the limiter refused a growth), the
+/// deadline, a stack overflow or another trap.
+fn classify(
+    err: wasmtime::Error,
+    memory_exceeded: bool,
+    limits: &EvaluationLimits,
+) -> EvaluationError {
+    if memory_exceeded {
+        return EvaluationError::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => EvaluationError::Timeout(limits.timeout.unwrap_or_default()),
+        Some(Trap::StackOverflow) => EvaluationError::StackOverflow,
+        Some(trap) => EvaluationError::Trap(trap.to_string()),
+        None => EvaluationError::Trap(format!("{err:#}")),
     }
 }
 

@@ -15,8 +15,10 @@
 //! - [`host`]: host capabilities and their grants.
 //! - [`limits`]: deadline and memory cap of each evaluation.
 //!
-//! Execution modes: `kubewarden-wapc` guests and `wasi` commands run today; modules declaring
-//! `opa` or `gatekeeper` are refused at load time with [`LoadError::UnsupportedMode`].
+//! Execution modes: `kubewarden-wapc` guests, `wasi` commands, and Rego compiled by
+//! `opa build -t wasm` in the `opa` and `gatekeeper` modes (OPA's WebAssembly ABI, with the
+//! built-ins the compiler leaves to the host; a module needing one not provided here is refused
+//! at load time with [`LoadError::UnsupportedBuiltins`]).
 //!
 //! The API is synchronous; callers choose the threads (the policy-server uses a bounded pool).
 //!
@@ -46,6 +48,7 @@ pub mod host;
 pub mod limits;
 pub mod metadata;
 mod module;
+mod opa;
 pub mod response;
 mod wapc;
 

@@ -6,15 +6,24 @@ use wasmtime::{InstancePre, Module};
 use crate::engine::PolicyEngine;
 use crate::error::LoadError;
 use crate::metadata::{ExecutionMode, Metadata};
+use crate::opa::OpaModule;
 use crate::wapc::{self, HostState};
 
-/// A module whose metadata was checked, compiled once and linked against the host (WASI and
-/// the waPC imports): every evaluation instantiates it afresh from here.
+/// A module whose metadata was checked, compiled once and linked against the host: every
+/// evaluation instantiates it afresh from here.
 pub struct PolicyModule {
     pub(crate) engine: PolicyEngine,
-    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) runtime: Runtime,
     metadata: Metadata,
     digest: String,
+}
+
+/// How a module is linked, by execution mode.
+pub(crate) enum Runtime {
+    /// waPC guests and WASI commands: WASI preview 1 plus the `wapc` imports.
+    Wasm(InstancePre<HostState>),
+    /// Rego compiled by OPA (`opa` and `gatekeeper` modes).
+    Opa(OpaModule),
 }
 
 impl std::fmt::Debug for PolicyModule {
@@ -29,23 +38,26 @@ impl std::fmt::Debug for PolicyModule {
 impl PolicyModule {
     pub(crate) fn new(engine: PolicyEngine, wasm: &[u8]) -> Result<Self, LoadError> {
         let metadata = Metadata::required_from_module(wasm)?;
-        if !matches!(
-            metadata.execution_mode,
-            ExecutionMode::KubewardenWapc | ExecutionMode::Wasi
-        ) {
-            return Err(LoadError::UnsupportedMode(metadata.execution_mode));
-        }
         let module =
             Module::new(engine.engine(), wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let linker =
-            wapc::linker(engine.engine()).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let runtime = match metadata.execution_mode {
+            ExecutionMode::KubewardenWapc | ExecutionMode::Wasi => {
+                let linker =
+                    wapc::linker(engine.engine()).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+                Runtime::Wasm(
+                    linker
+                        .instantiate_pre(&module)
+                        .map_err(|e| LoadError::Link(format!("{e:#}")))?,
+                )
+            }
+            ExecutionMode::Opa | ExecutionMode::Gatekeeper => {
+                Runtime::Opa(OpaModule::new(&engine, module)?)
+            }
+        };
         let digest = format!("sha256:{:x}", Sha256::digest(wasm));
         Ok(PolicyModule {
             engine,
-            pre,
+            runtime,
             metadata,
             digest,
         })

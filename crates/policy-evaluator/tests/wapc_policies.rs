@@ -281,7 +281,7 @@ fn modules_without_usable_metadata_are_refused() {
         .load(&annotate(&wasm, &opa).expect("annotate"))
         .expect_err("refused");
     assert!(
-        matches!(err, LoadError::UnsupportedMode(ExecutionMode::Opa)),
+        matches!(&err, LoadError::Link(message) if message.contains("not a usable OPA WebAssembly module")),
         "{err}"
     );
 

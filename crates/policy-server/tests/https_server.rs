@@ -65,6 +65,26 @@ fn verdicts_shaping_and_errors_over_https() {
     let (_, body) = post(&server, &ca, "/validate/mutate", &review(json!({})), None);
     assert_eq!(body["response"]["patchType"], "JSONPatch");
 
+    // Rego policies in the OPA and Gatekeeper modes.
+    for policy in ["rego-opa", "rego-gatekeeper"] {
+        let path = format!("/validate/{policy}");
+        let (status, body) = post(
+            &server,
+            &ca,
+            &path,
+            &review(json!({"forbidden": "1"})),
+            None,
+        );
+        assert_eq!(status, 200);
+        assert_eq!(body["response"]["allowed"], false, "{policy}: {body}");
+        assert_eq!(
+            body["response"]["status"]["message"], "label forbidden is not allowed",
+            "{policy}"
+        );
+        let (_, body) = post(&server, &ca, &path, &review(json!({"ok": "1"})), None);
+        assert_eq!(body["response"]["allowed"], true, "{policy}: {body}");
+    }
+
     // Policies that cannot run answer with the reason, code 500; the others keep serving.
     let (status, body) = post(
         &server,

@@ -101,6 +101,12 @@ loops:
   module: file://{f}/hostile.wasm
   timeoutEvalSeconds: 1
   settings: {{behaviour: loop}}
+rego-opa:
+  module: file://{f}/opa-reject-by-label.wasm
+  settings: {{denied_labels: [forbidden]}}
+rego-gatekeeper:
+  module: file://{f}/gatekeeper-reject-by-label.wasm
+  settings: {{denied_labels: [forbidden]}}
 "#
     );
     let path = dir.join("policies.yml");

@@ -1,0 +1,202 @@
+//! Rego policies compiled by `opa build -t wasm` (from `policies/opa-reject-by-label` and
+//! `policies/gatekeeper-reject-by-label`) give the right verdicts in the `opa` and
+//! `gatekeeper` modes, with the `sprintf` built-in served by the host, and are stopped within
+//! their limits while the next evaluation still works.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use policy_evaluator::metadata::ExecutionMode;
+use policy_evaluator::{
+    EngineOptions, EvaluationError, EvaluationLimits, EvaluatorSettings, PolicyEngine,
+    PolicyEvaluator, PolicyModule,
+};
+use serde_json::{Value, json};
+
+fn module(name: &str) -> Arc<PolicyModule> {
+    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
+    let engine =
+        ENGINE.get_or_init(|| PolicyEngine::new(&EngineOptions::default()).expect("engine"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.wasm"));
+    let wasm = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask policies`", path.display()));
+    Arc::new(engine.load(&wasm).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn evaluator(name: &str, settings: Value, limits: EvaluationLimits) -> PolicyEvaluator {
+    let mut config = EvaluatorSettings::new(name);
+    config.settings = Some(settings);
+    config.limits = limits;
+    PolicyEvaluator::new(module(name), config)
+}
+
+fn pod_request(labels: Value) -> Value {
+    json!({
+        "uid": "b7cc-42010a800002",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "name": "nginx",
+        "namespace": "default",
+        "operation": "CREATE",
+        "userInfo": {"username": "alice"},
+        "object": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "nginx", "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}
+        }
+    })
+}
+
+fn message(response: &policy_evaluator::response::AdmissionResponse) -> Option<&str> {
+    response.status.as_ref()?.message.as_deref()
+}
+
+#[test]
+fn opa_policy_rejects_denied_labels_and_accepts_the_rest() {
+    let policy = evaluator(
+        "opa-reject-by-label",
+        json!({"denied_labels": ["team", "owner"]}),
+        EvaluationLimits::default(),
+    );
+    assert_eq!(
+        policy.module().metadata().execution_mode,
+        ExecutionMode::Opa
+    );
+    assert!(policy.validate_settings().expect("settings").valid);
+
+    let rejected = policy
+        .validate(&pod_request(json!({"team": "a", "owner": "b", "app": "x"})))
+        .expect("evaluates");
+    assert!(!rejected.allowed);
+    assert_eq!(rejected.uid, "b7cc-42010a800002");
+    assert_eq!(
+        message(&rejected),
+        Some("label owner is not allowed, label team is not allowed")
+    );
+
+    let accepted = policy
+        .validate(&pod_request(json!({"app": "x"})))
+        .expect("evaluates");
+    assert!(accepted.allowed);
+    assert_eq!(accepted.status, None);
+}
+
+#[test]
+fn opa_policy_evaluates_raw_documents() {
+    let policy = evaluator(
+        "opa-reject-by-label",
+        json!({"denied_labels": ["team"]}),
+        EvaluationLimits::default(),
+    );
+    let document = json!({"uid": "raw-1", "object": {"metadata": {"labels": {"team": "a"}}}});
+    let response = policy.validate_raw(&document).expect("evaluates");
+    assert!(!response.allowed);
+    assert_eq!(response.uid, "raw-1");
+    assert_eq!(message(&response), Some("label team is not allowed"));
+}
+
+#[test]
+fn gatekeeper_policy_maps_violations() {
+    let policy = evaluator(
+        "gatekeeper-reject-by-label",
+        json!({"denied_labels": ["team", "owner"]}),
+        EvaluationLimits::default(),
+    );
+    assert_eq!(
+        policy.module().metadata().execution_mode,
+        ExecutionMode::Gatekeeper
+    );
+    assert!(policy.validate_settings().expect("settings").valid);
+    let rejected = policy
+        .validate(&pod_request(json!({"team": "a", "owner": "b"})))
+        .expect("evaluates");
+    assert!(!rejected.allowed);
+    assert_eq!(
+        message(&rejected),
+        Some("label owner is not allowed, label team is not allowed")
+    );
+    assert!(
+        policy
+            .validate(&pod_request(json!({"app": "x"})))
+            .expect("evaluates")
+            .allowed
+    );
+    // No parameters at all: nothing is denied.
+    let unconfigured = evaluator(
+        "gatekeeper-reject-by-label",
+        Value::Null,
+        EvaluationLimits::default(),
+    );
+    assert!(
+        unconfigured
+            .validate(&pod_request(json!({"team": "a"})))
+            .expect("evaluates")
+            .allowed
+    );
+    let err = policy
+        .validate_raw(&json!({"object": {}}))
+        .expect_err("raw requests are refused");
+    assert!(matches!(err, EvaluationError::InvalidRequest(_)), "{err}");
+}
+
+#[test]
+fn rego_policy_that_spins_is_stopped_and_the_next_evaluation_succeeds() {
+    let limits = EvaluationLimits {
+        timeout: Some(Duration::from_millis(300)),
+        ..EvaluationLimits::default()
+    };
+    let spinning = evaluator("opa-reject-by-label", json!({"behaviour": "spin"}), limits);
+    let err = spinning
+        .validate(&pod_request(json!({})))
+        .expect_err("stopped");
+    assert_eq!(err, EvaluationError::Timeout(Duration::from_millis(300)));
+
+    let healthy = evaluator(
+        "opa-reject-by-label",
+        json!({"denied_labels": ["x"]}),
+        limits,
+    );
+    assert!(
+        healthy
+            .validate(&pod_request(json!({})))
+            .expect("evaluates")
+            .allowed
+    );
+}
+
+#[test]
+fn rego_policy_that_allocates_hits_the_memory_limit() {
+    let limits = EvaluationLimits {
+        memory_bytes: 64 * 1024 * 1024,
+        ..EvaluationLimits::default()
+    };
+    let hungry = evaluator(
+        "opa-reject-by-label",
+        json!({"behaviour": "allocate"}),
+        limits,
+    );
+    let err = hungry
+        .validate(&pod_request(json!({})))
+        .expect_err("stopped");
+    assert_eq!(
+        err,
+        EvaluationError::MemoryLimit {
+            limit_bytes: 64 * 1024 * 1024
+        }
+    );
+    assert!(
+        hungry.validate(&pod_request(json!({}))).is_err(),
+        "the same evaluator fails the same way again, without poisoning anything"
+    );
+    let healthy = evaluator("opa-reject-by-label", json!({}), limits);
+    assert!(
+        healthy
+            .validate(&pod_request(json!({"team": "a"})))
+            .expect("evaluates")
+            .allowed
+    );
+}
