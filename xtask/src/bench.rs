@@ -125,7 +125,7 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
     std::fs::write(
         &policies,
         format!(
-            "accept-all:\n  module: file://{f}/accept-all.wasm\nreject-by-label:\n  module: file://{f}/reject-by-label.wasm\n  settings: {{denied_labels: [forbidden]}}\n",
+            "accept-all:\n  module: file://{f}/accept-all.wasm\nreject-by-label:\n  module: file://{f}/reject-by-label.wasm\n  settings: {{denied_labels: [forbidden]}}\nopa-reject-by-label:\n  module: file://{f}/opa-reject-by-label.wasm\n  settings: {{denied_labels: [forbidden]}}\n",
             f = fixtures.display()
         ),
     )?;
@@ -139,7 +139,12 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
     println!("==> load: wrk, HTTPS keep-alive, {seconds} s per run");
     let mut results = Vec::new();
     for connections in [1, 16] {
-        for path in ["/noop", "/validate/accept-all", "/validate/reject-by-label"] {
+        for path in [
+            "/noop",
+            "/validate/accept-all",
+            "/validate/reject-by-label",
+            "/validate/opa-reject-by-label",
+        ] {
             let result = wrk(&dir, server.port, path, connections, seconds)?;
             println!(
                 "  {:<28} c={:<3} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  p99.9 {:>6.0} µs  errors {}",
@@ -194,7 +199,7 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
     if let (Some(noop), Some(accept)) = (find("/noop", 1), find("/validate/accept-all", 1)) {
         writeln!(
             summary,
-            "- at one connection, p50 end-to-end: no-op {:.0} µs (server overhead: TLS, HTTP, parsing), accept-all {:.0} µs (plus pool hand-off and a fresh instance)",
+            "- at one connection, p50 end-to-end: no-op {:.0} µs (server overhead: TLS, HTTP, parsing), accept-all {:.0} µs (plus the hand-off to an evaluation thread and the evaluation)",
             noop.p50_us, accept.p50_us
         )?;
     }

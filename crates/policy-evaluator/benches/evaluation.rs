@@ -1,5 +1,6 @@
-//! Evaluation latency of each test policy, module compile time, and instantiation with and
-//! without wasmtime's pooling allocator. `cargo bench -p policy-evaluator`.
+//! Evaluation latency of each test policy in a fresh instance (on-demand allocation and
+//! wasmtime's pooling allocator) and in a reused one, module compile time, and the linear
+//! memory one instance keeps. `cargo bench -p policy-evaluator`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -30,11 +31,17 @@ fn request() -> Value {
     })
 }
 
-fn evaluator(engine: &PolicyEngine, name: &str, settings: Value) -> PolicyEvaluator {
+fn evaluator(
+    engine: &PolicyEngine,
+    name: &str,
+    settings: Value,
+    reused_instances: usize,
+) -> PolicyEvaluator {
     let module = Arc::new(engine.load(&fixture(name)).expect("load"));
     let mut config = EvaluatorSettings::new(name);
     config.settings = Some(settings);
     config.limits = EvaluationLimits::default();
+    config.reused_instances = reused_instances;
     PolicyEvaluator::new(module, config)
 }
 
@@ -60,15 +67,32 @@ fn policies(c: &mut Criterion) {
         ),
     ];
     let mut group = c.benchmark_group("validate");
+    let mut footprints = Vec::new();
     for (name, settings) in &cases {
-        for (strategy, engine) in [("on-demand", &on_demand), ("pooling", &pooled)] {
-            let policy = evaluator(engine, name, settings.clone());
+        for (strategy, engine, reused) in [
+            ("fresh-on-demand", &on_demand, 0),
+            ("fresh-pooling", &pooled, 0),
+            ("reused", &on_demand, 1),
+        ] {
+            let policy = evaluator(engine, name, settings.clone(), reused);
             group.bench_function(format!("{name}/{strategy}"), |b| {
                 b.iter(|| black_box(policy.validate(black_box(&request)).expect("evaluates")))
             });
+            if reused > 0 {
+                footprints.push((name, policy.idle_memory_bytes()));
+            }
         }
     }
     group.finish();
+    println!("linear memory of one instance after its evaluations:");
+    for (name, bytes) in footprints {
+        let note = if bytes == 0 {
+            " (not run: filtered out)"
+        } else {
+            ""
+        };
+        println!("  {name}: {} KiB{note}", bytes / 1024);
+    }
 
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);

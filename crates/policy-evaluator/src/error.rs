@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use wasmtime::Trap;
+
+use crate::limits::EvaluationLimits;
+
 use crate::metadata::MetadataError;
 
 /// A module cannot be used.
@@ -47,4 +51,24 @@ pub enum EvaluationError {
     MissingExport(&'static str),
     #[error("the request is not valid: {0}")]
     InvalidRequest(String),
+}
+
+/// Names the cause of a failed call: the memory limit (when the limiter refused a growth), the
+/// deadline, a stack overflow or another trap.
+pub(crate) fn classify(
+    err: wasmtime::Error,
+    memory_exceeded: bool,
+    limits: &EvaluationLimits,
+) -> EvaluationError {
+    if memory_exceeded {
+        return EvaluationError::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => EvaluationError::Timeout(limits.timeout.unwrap_or_default()),
+        Some(Trap::StackOverflow) => EvaluationError::StackOverflow,
+        Some(trap) => EvaluationError::Trap(trap.to_string()),
+        None => EvaluationError::Trap(format!("{err:#}")),
+    }
 }

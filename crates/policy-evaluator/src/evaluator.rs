@@ -3,18 +3,19 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use wasmtime::{Instance, InstancePre, Store, Trap};
+use wasmtime::{Instance, InstancePre, Memory, Store, TypedFunc};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::engine::deadline_ticks;
-use crate::error::EvaluationError;
+use crate::error::{EvaluationError, classify};
 use crate::host::{HostCapabilities, NoHostCapabilities};
 use crate::limits::{EvaluationLimits, MemoryLimiter};
 use crate::metadata::ExecutionMode;
 use crate::module::{PolicyModule, Runtime};
-use crate::opa::{self, OpaError, OpaState};
+use crate::opa::{self, OpaInstance};
 use crate::response::{AdmissionResponse, SettingsValidationResponse, ValidationResponse};
+use crate::reuse::{IdleInstances, Reusable};
 use crate::wapc::{HostState, WapcCall};
 
 /// How a policy is run, besides its module.
@@ -28,6 +29,9 @@ pub struct EvaluatorSettings {
     /// Host capability patterns the policy may call (`*`, `oci/*`, ...); empty grants none.
     pub host_capabilities: Vec<String>,
     pub host: Arc<dyn HostCapabilities>,
+    /// waPC instances kept between evaluations to be reused, at most (usually the number of
+    /// threads that evaluate this policy). `0` gives every evaluation a fresh instance.
+    pub reused_instances: usize,
 }
 
 impl EvaluatorSettings {
@@ -38,14 +42,32 @@ impl EvaluatorSettings {
             limits: EvaluationLimits::default(),
             host_capabilities: Vec::new(),
             host: Arc::new(NoHostCapabilities),
+            reused_instances: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
 
-/// A policy ready to evaluate requests. Every evaluation runs in a fresh instance of the
-/// module, so a guest that traps, loops or exhausts its memory cannot affect the next one, and
-/// evaluations may run on many threads at once.
-#[derive(Debug, Clone)]
+/// A waPC instance, initialised (`_start`, `wapc_init`) and kept for the next evaluation.
+struct WarmInstance {
+    store: Store<HostState>,
+    guest_call: TypedFunc<(i32, i32), i32>,
+    memory: Option<Memory>,
+}
+
+impl Reusable for WarmInstance {
+    fn memory_bytes(&mut self) -> usize {
+        self.memory
+            .map_or(0, |memory| memory.data_size(&mut self.store))
+    }
+}
+
+/// A policy ready to evaluate requests, from any number of threads at once.
+///
+/// waPC guests run in instances that are reused after a successful evaluation (as upstream
+/// does; see [`EvaluatorSettings::reused_instances`]); an instance whose evaluation failed in
+/// any way (trap, deadline, memory limit, guest error) is dropped, so the next evaluation gets
+/// a fresh one. WASI commands and Rego policies get a fresh instance every time.
+#[derive(Clone)]
 pub struct PolicyEvaluator {
     module: Arc<PolicyModule>,
     policy_id: Arc<str>,
@@ -53,6 +75,19 @@ pub struct PolicyEvaluator {
     limits: EvaluationLimits,
     granted: Arc<[String]>,
     host: Arc<dyn HostCapabilities>,
+    idle_wapc: Arc<IdleInstances<WarmInstance>>,
+    idle_rego: Arc<IdleInstances<OpaInstance>>,
+}
+
+impl std::fmt::Debug for PolicyEvaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEvaluator")
+            .field("policy_id", &self.policy_id)
+            .field("module", &self.module)
+            .field("limits", &self.limits)
+            .field("reused_instances", &self.idle_wapc.capacity())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PolicyEvaluator {
@@ -68,7 +103,14 @@ impl PolicyEvaluator {
             limits: settings.limits,
             granted: settings.host_capabilities.into(),
             host: settings.host,
+            idle_wapc: Arc::new(IdleInstances::new(settings.reused_instances)),
+            idle_rego: Arc::new(IdleInstances::new(settings.reused_instances)),
         }
+    }
+
+    /// Linear memory held by this policy's idle instances, in bytes.
+    pub fn idle_memory_bytes(&self) -> usize {
+        self.idle_wapc.memory_bytes() + self.idle_rego.memory_bytes()
     }
 
     pub fn module(&self) -> &PolicyModule {
@@ -146,32 +188,32 @@ impl PolicyEvaluator {
                     .to_string(),
             ));
         }
-        let state = OpaState::new(
-            MemoryLimiter::new(self.limits.memory_bytes),
-            module,
-            self.policy_id.clone(),
-        );
-        let mut store = Store::new(self.module.engine.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(self.limits.timeout.map_or(u64::MAX, deadline_ticks));
+        let engine = self.module.engine.engine();
+        let mut instance = match self.idle_rego.take() {
+            Some(instance) => instance,
+            None if gatekeeper => module.instance(
+                engine,
+                &self.limits,
+                self.policy_id.clone(),
+                &opa::EMPTY_DATA,
+            )?,
+            None => {
+                module.instance(engine, &self.limits, self.policy_id.clone(), &self.settings)?
+            }
+        };
         let result = if gatekeeper {
             let input = opa::GatekeeperInput {
                 parameters: &self.settings,
                 review: request,
             };
-            module.evaluate(&mut store, &opa::EMPTY_DATA, &input)
+            instance.evaluate(&input, &self.limits)
         } else {
-            module.evaluate(&mut store, &self.settings, &opa::OpaInput { request })
+            instance.evaluate(&opa::OpaInput { request }, &self.limits)
         };
-        let result = result.map_err(|error| match error {
-            OpaError::Eval(code) => EvaluationError::Guest(format!(
-                "the Rego evaluation failed with OPA error code {code}"
-            )),
-            OpaError::Wasm(err) => match store.data().abort_message() {
-                Some(message) => EvaluationError::Guest(format!("aborted: {message}")),
-                None => classify(err, store.data().limiter.exceeded, &self.limits),
-            },
-        })?;
+        if result.is_ok() {
+            self.idle_rego.put_back(instance);
+        }
+        let result = result?;
         if gatekeeper {
             opa::gatekeeper_response(uid, &result)
         } else {
@@ -283,8 +325,26 @@ impl PolicyEvaluator {
         Ok(stdout.contents().to_vec())
     }
 
-    /// One waPC call in a fresh instance.
+    /// One waPC call, in an idle instance if there is one, else in a new one.
     fn call_wapc(&self, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, EvaluationError> {
+        let mut instance = match self.idle_wapc.take() {
+            Some(mut instance) => {
+                instance
+                    .store
+                    .set_epoch_deadline(self.limits.timeout.map_or(u64::MAX, deadline_ticks));
+                instance
+            }
+            None => self.new_wapc_instance()?,
+        };
+        let answer = self.guest_call(&mut instance, operation, payload);
+        if answer.is_ok() {
+            self.idle_wapc.put_back(instance);
+        }
+        answer
+    }
+
+    /// A new instance, its initialisers run.
+    fn new_wapc_instance(&self) -> Result<WarmInstance, EvaluationError> {
         let wasi = WasiCtxBuilder::new()
             .inherit_stdout()
             .inherit_stderr()
@@ -300,12 +360,27 @@ impl PolicyEvaluator {
             .map_err(|e| {
                 EvaluationError::Instantiation(format!("__guest_call has the wrong signature: {e}"))
             })?;
+        let memory = instance.get_memory(&mut store, "memory");
+        Ok(WarmInstance {
+            store,
+            guest_call,
+            memory,
+        })
+    }
+
+    fn guest_call(
+        &self,
+        instance: &mut WarmInstance,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, EvaluationError> {
         let (op_len, payload_len) = (len_arg(operation.len())?, len_arg(payload.len())?);
-        store.data_mut().call.operation = operation.as_bytes().to_vec();
-        store.data_mut().call.payload = payload;
-        let status = guest_call
-            .call(&mut store, (op_len, payload_len))
-            .map_err(|err| self.classify(err, &store))?;
+        let store = &mut instance.store;
+        store.data_mut().call = WapcCall::new(operation, payload);
+        let status = instance
+            .guest_call
+            .call(&mut *store, (op_len, payload_len))
+            .map_err(|err| self.classify(err, store))?;
         let call = &mut store.data_mut().call;
         if status == 1 {
             call.guest_response
@@ -335,26 +410,6 @@ impl PolicyEvaluator {
     /// Names the cause of a failed call.
     fn classify(&self, err: wasmtime::Error, store: &Store<HostState>) -> EvaluationError {
         classify(err, store.data().limiter.exceeded, &self.limits)
-    }
-}
-
-/// Names the cause of a failed call: the memory limit (when the limiter refused a growth), the
-/// deadline, a stack overflow or another trap.
-fn classify(
-    err: wasmtime::Error,
-    memory_exceeded: bool,
-    limits: &EvaluationLimits,
-) -> EvaluationError {
-    if memory_exceeded {
-        return EvaluationError::MemoryLimit {
-            limit_bytes: limits.memory_bytes,
-        };
-    }
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => EvaluationError::Timeout(limits.timeout.unwrap_or_default()),
-        Some(Trap::StackOverflow) => EvaluationError::StackOverflow,
-        Some(trap) => EvaluationError::Trap(trap.to_string()),
-        None => EvaluationError::Trap(format!("{err:#}")),
     }
 }
 

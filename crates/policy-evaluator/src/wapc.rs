@@ -24,6 +24,17 @@ pub(crate) struct WapcCall {
     host_error: Option<String>,
 }
 
+impl WapcCall {
+    /// The state at the start of a call of `operation`, nothing left from the previous one.
+    pub(crate) fn new(operation: &str, payload: Vec<u8>) -> Self {
+        WapcCall {
+            operation: operation.as_bytes().to_vec(),
+            payload,
+            ..WapcCall::default()
+        }
+    }
+}
+
 /// What a store of a policy instance holds.
 pub(crate) struct HostState {
     pub(crate) wasi: WasiP1Ctx,

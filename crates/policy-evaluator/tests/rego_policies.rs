@@ -86,6 +86,29 @@ fn opa_policy_rejects_denied_labels_and_accepts_the_rest() {
 }
 
 #[test]
+fn rego_instances_are_reused_with_a_clean_heap() {
+    for name in ["opa-reject-by-label", "gatekeeper-reject-by-label"] {
+        let mut config = EvaluatorSettings::new(name);
+        config.settings = Some(json!({"denied_labels": ["team"]}));
+        config.reused_instances = 1;
+        let policy = PolicyEvaluator::new(module(name), config);
+        for i in 0..50 {
+            let labels = if i % 2 == 0 {
+                json!({"team": "a"})
+            } else {
+                json!({"app": "b"})
+            };
+            let response = policy.validate(&pod_request(labels)).expect("evaluates");
+            assert_eq!(response.allowed, i % 2 == 1, "{name}, evaluation {i}");
+        }
+        assert!(
+            policy.idle_memory_bytes() > 0,
+            "{name}: the instance is kept"
+        );
+    }
+}
+
+#[test]
 fn opa_policy_evaluates_raw_documents() {
     let policy = evaluator(
         "opa-reject-by-label",
@@ -182,6 +205,11 @@ fn rego_policy_that_allocates_hits_the_memory_limit() {
     let err = hungry
         .validate(&pod_request(json!({})))
         .expect_err("stopped");
+    assert_eq!(
+        hungry.idle_memory_bytes(),
+        0,
+        "a failed instance is not kept"
+    );
     assert_eq!(
         err,
         EvaluationError::MemoryLimit {

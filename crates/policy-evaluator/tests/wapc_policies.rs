@@ -263,6 +263,54 @@ fn evaluations_run_concurrently() {
 }
 
 #[test]
+fn instances_are_reused_after_success_and_dropped_after_failure() {
+    let mut config = EvaluatorSettings::new("reject-by-label");
+    config.settings = Some(json!({"denied_labels": ["x"]}));
+    config.reused_instances = 2;
+    let policy = PolicyEvaluator::new(module("reject-by-label"), config.clone());
+    assert_eq!(policy.idle_memory_bytes(), 0);
+    for i in 0..20 {
+        let labels = if i % 2 == 0 {
+            json!({"x": "1"})
+        } else {
+            json!({})
+        };
+        let allowed = policy
+            .validate(&pod_request(labels))
+            .expect("evaluates")
+            .allowed;
+        assert_eq!(allowed, i % 2 == 1, "evaluation {i} in a reused instance");
+    }
+    let kept = policy.idle_memory_bytes();
+    assert!(kept > 0, "one instance is kept");
+    assert!(
+        kept <= 2 * policy_evaluator::MAX_REUSED_MEMORY_BYTES,
+        "{kept}"
+    );
+
+    config.reused_instances = 0;
+    let fresh = PolicyEvaluator::new(module("reject-by-label"), config);
+    assert!(
+        fresh
+            .validate(&pod_request(json!({})))
+            .expect("evaluates")
+            .allowed
+    );
+    assert_eq!(
+        fresh.idle_memory_bytes(),
+        0,
+        "nothing kept when reuse is off"
+    );
+
+    // A guest that fails gives its instance up; the evaluator keeps working.
+    let failing = evaluator("hostile", json!({"behaviour": "guest-error"}));
+    for _ in 0..3 {
+        assert!(failing.validate(&pod_request(json!({}))).is_err());
+        assert_eq!(failing.idle_memory_bytes(), 0);
+    }
+}
+
+#[test]
 fn modules_without_usable_metadata_are_refused() {
     let wasm = fixture("accept-all");
     let unversioned = annotate(&wasm, &Metadata::default()).expect("annotate");

@@ -41,6 +41,9 @@ pub struct ServedPolicy {
 pub struct LoadOptions {
     pub default_timeout: Option<Duration>,
     pub memory_bytes: usize,
+    /// Instances of each policy kept for reuse (one per worker); 0 for a fresh instance per
+    /// evaluation.
+    pub reused_instances: usize,
 }
 
 /// Modules by URL, each compiled once however many policies use it, from the bytes fetched
@@ -102,6 +105,7 @@ fn evaluator(
         },
         memory_bytes: options.memory_bytes,
     };
+    config.reused_instances = options.reused_instances;
     let evaluator = PolicyEvaluator::new(module, config);
     let answer = evaluator
         .validate_settings()
@@ -195,6 +199,18 @@ pub fn module_urls(config: &PoliciesConfig) -> Vec<String> {
     urls.sort();
     urls.dedup();
     urls
+}
+
+/// Policies that get an evaluator of their own: each policy and each member of a group.
+pub fn evaluator_count(config: &PoliciesConfig) -> usize {
+    config
+        .0
+        .values()
+        .map(|entry| match entry {
+            PolicyOrGroup::Policy(_) => 1,
+            PolicyOrGroup::Group(group) => group.policies.len(),
+        })
+        .sum()
 }
 
 /// Loads every policy of `config` from the fetched modules (by URL). Never fails as a whole:

@@ -19,7 +19,7 @@ use policy_evaluator::{EngineOptions, PolicyEngine, PoolingOptions};
 use crate::api::{AppState, router};
 use crate::cli::Cli;
 use crate::fetch::{DockerCredentials, Fetcher};
-use crate::loader::{LoadOptions, load_policies, module_urls};
+use crate::loader::{LoadOptions, evaluator_count, load_policies, module_urls};
 use crate::metrics::Metrics;
 use crate::pool::EvaluationPool;
 use crate::tls::TlsFiles;
@@ -125,12 +125,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         default_timeout: (!cli.disable_timeout_protection)
             .then(|| Duration::from_secs(cli.policy_timeout)),
         memory_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+        reused_instances: if cli.fresh_instances { 0 } else { workers },
+    };
+    let idle_per_worker = if options.reused_instances > 0 {
+        evaluator_count(&config)
+    } else {
+        0
     };
     let engine = PolicyEngine::new(&EngineOptions {
         cache_dir: Some(download_dir.join("compile-cache")),
         pooling: Some(PoolingOptions {
-            // Every worker runs one instance; groups may hold a few more briefly.
-            max_instances: u32::try_from(workers * 4).unwrap_or(u32::MAX),
+            // Every worker runs one instance at a time (groups may hold a few more briefly),
+            // and each policy keeps up to one idle instance per worker for reuse.
+            max_instances: u32::try_from(workers * (4 + idle_per_worker)).unwrap_or(u32::MAX),
             max_memory_bytes: options.memory_bytes,
         }),
     })?;
@@ -180,7 +187,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             .into_iter()
             .map(|(id, p)| (id, Arc::new(p)))
             .collect(),
-        pool: EvaluationPool::new(workers, metrics.clone()),
+        pool: EvaluationPool::new(workers, metrics.clone())?,
         metrics,
         always_accept_namespace: cli.always_accept_admission_reviews_on_namespace.clone(),
     });

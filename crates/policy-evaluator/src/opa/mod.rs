@@ -24,9 +24,10 @@ use wasmtime::{
     TypedFunc,
 };
 
-use crate::engine::PolicyEngine;
-use crate::error::LoadError;
-use crate::limits::MemoryLimiter;
+use crate::engine::{PolicyEngine, deadline_ticks};
+use crate::error::{EvaluationError, LoadError, classify};
+use crate::limits::{EvaluationLimits, MemoryLimiter};
+use crate::reuse::Reusable;
 
 pub(crate) use builtins::Builtin;
 pub(crate) use modes::{EMPTY_DATA, GatekeeperInput, OpaInput, gatekeeper_response, opa_response};
@@ -102,9 +103,7 @@ impl OpaModule {
         );
         store.limiter(|state| &mut state.limiter);
         // Loading runs guest code; it must not hang the caller.
-        store.set_epoch_deadline(crate::engine::deadline_ticks(
-            crate::limits::DEFAULT_TIMEOUT,
-        ));
+        store.set_epoch_deadline(deadline_ticks(crate::limits::DEFAULT_TIMEOUT));
         let inspect = |store: &mut Store<OpaState>| -> wasmtime::Result<(Value, Value)> {
             let instance = opa.instantiate(store)?;
             let abi = Abi::new(store, &instance)?;
@@ -150,53 +149,100 @@ impl OpaModule {
         Instance::new(&mut *store, &self.module, &imports)
     }
 
-    /// Evaluates entrypoint 0 with `data` and `input`; returns the result set
-    /// (`[{"result": ...}]`, empty when undefined).
-    pub(crate) fn evaluate(
+    /// A new instance in a store of its own, with `data` loaded: ready for evaluations.
+    pub(crate) fn instance(
         &self,
-        store: &mut Store<OpaState>,
+        engine: &wasmtime::Engine,
+        limits: &EvaluationLimits,
+        policy_id: Arc<str>,
         data: &impl Serialize,
-        input: &impl Serialize,
-    ) -> Result<Value, OpaError> {
-        let instance = self.instantiate(store).map_err(OpaError::Wasm)?;
-        let abi = Abi::new(store, &instance).map_err(OpaError::Wasm)?;
-        let data = abi.load_json(store, data).map_err(OpaError::Wasm)?;
-        let input = abi.load_json(store, input).map_err(OpaError::Wasm)?;
-        let context = abi
-            .eval_ctx_new
-            .call(&mut *store, ())
-            .map_err(OpaError::Wasm)?;
-        abi.eval_ctx_set_input
-            .call(&mut *store, (context, input))
-            .map_err(OpaError::Wasm)?;
-        abi.eval_ctx_set_data
-            .call(&mut *store, (context, data))
-            .map_err(OpaError::Wasm)?;
-        abi.eval_ctx_set_entrypoint
-            .call(&mut *store, (context, 0))
-            .map_err(OpaError::Wasm)?;
-        let code = abi
-            .eval
-            .call(&mut *store, context)
-            .map_err(OpaError::Wasm)?;
-        if code != 0 {
-            return Err(OpaError::Eval(code));
+    ) -> Result<OpaInstance, EvaluationError> {
+        let state = OpaState::new(MemoryLimiter::new(limits.memory_bytes), self, policy_id);
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(limits.timeout.map_or(u64::MAX, deadline_ticks));
+        let prepared = (|| -> wasmtime::Result<(Abi, i32, i32)> {
+            let instance = self.instantiate(&mut store)?;
+            let abi = Abi::new(&mut store, &instance)?;
+            let data = abi.load_json(&mut store, data)?;
+            let heap_base = abi.heap_ptr_get.call(&mut store, ())?;
+            Ok((abi, data, heap_base))
+        })();
+        match prepared {
+            Ok((abi, data, heap_base)) => Ok(OpaInstance {
+                store,
+                abi,
+                data,
+                heap_base,
+            }),
+            Err(err) => Err(classify_in(&store, err, limits)),
         }
-        let result = abi
-            .eval_ctx_get_result
-            .call(&mut *store, context)
-            .map_err(OpaError::Wasm)?;
-        abi.dump_json(store, result).map_err(OpaError::Wasm)
     }
 }
 
-/// Why an evaluation failed.
-#[derive(Debug)]
-pub(crate) enum OpaError {
-    /// A trap, a limit, an abort, or a malformed module.
-    Wasm(wasmtime::Error),
-    /// `eval` returned an error code (conflicting rule outputs and the like).
-    Eval(i32),
+/// An instantiated Rego module with its data document loaded. Each evaluation starts from the
+/// heap as it was after loading the data (OPA's own SDK does the same), so nothing of one
+/// evaluation is visible to the next.
+pub(crate) struct OpaInstance {
+    store: Store<OpaState>,
+    abi: Abi,
+    data: i32,
+    heap_base: i32,
+}
+
+impl OpaInstance {
+    /// Evaluates entrypoint 0 on `input`; returns the result set (`[{"result": ...}]`, empty
+    /// when undefined).
+    pub(crate) fn evaluate(
+        &mut self,
+        input: &impl Serialize,
+        limits: &EvaluationLimits,
+    ) -> Result<Value, EvaluationError> {
+        let store = &mut self.store;
+        store.set_epoch_deadline(limits.timeout.map_or(u64::MAX, deadline_ticks));
+        let abi = &self.abi;
+        let outcome = (|| -> wasmtime::Result<Result<Value, i32>> {
+            abi.heap_ptr_set.call(&mut *store, self.heap_base)?;
+            let input = abi.load_json(store, input)?;
+            let context = abi.eval_ctx_new.call(&mut *store, ())?;
+            abi.eval_ctx_set_input.call(&mut *store, (context, input))?;
+            abi.eval_ctx_set_data
+                .call(&mut *store, (context, self.data))?;
+            abi.eval_ctx_set_entrypoint
+                .call(&mut *store, (context, 0))?;
+            let code = abi.eval.call(&mut *store, context)?;
+            if code != 0 {
+                return Ok(Err(code));
+            }
+            let result = abi.eval_ctx_get_result.call(&mut *store, context)?;
+            Ok(Ok(abi.dump_json(store, result)?))
+        })();
+        match outcome {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(code)) => Err(EvaluationError::Guest(format!(
+                "the Rego evaluation failed with OPA error code {code}"
+            ))),
+            Err(err) => Err(classify_in(store, err, limits)),
+        }
+    }
+}
+
+impl Reusable for OpaInstance {
+    fn memory_bytes(&mut self) -> usize {
+        self.abi.memory.data_size(&self.store)
+    }
+}
+
+/// Names the cause of a failure: the policy's abort message, or the limit or trap.
+fn classify_in(
+    store: &Store<OpaState>,
+    err: wasmtime::Error,
+    limits: &EvaluationLimits,
+) -> EvaluationError {
+    match store.data().abort_message() {
+        Some(message) => EvaluationError::Guest(format!("aborted: {message}")),
+        None => classify(err, store.data().limiter.exceeded, limits),
+    }
 }
 
 /// The guest's exports the host calls.
@@ -211,6 +257,8 @@ struct Abi {
     eval_ctx_set_entrypoint: TypedFunc<(i32, i32), ()>,
     eval_ctx_get_result: TypedFunc<i32, i32>,
     eval: TypedFunc<i32, i32>,
+    heap_ptr_get: TypedFunc<(), i32>,
+    heap_ptr_set: TypedFunc<i32, ()>,
 }
 
 impl Abi {
@@ -228,6 +276,8 @@ impl Abi {
                 .get_typed_func(&mut *store, "opa_eval_ctx_set_entrypoint")?,
             eval_ctx_get_result: instance.get_typed_func(&mut *store, "opa_eval_ctx_get_result")?,
             eval: instance.get_typed_func(&mut *store, "eval")?,
+            heap_ptr_get: instance.get_typed_func(&mut *store, "opa_heap_ptr_get")?,
+            heap_ptr_set: instance.get_typed_func(&mut *store, "opa_heap_ptr_set")?,
         })
     }
 
