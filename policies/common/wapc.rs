@@ -67,3 +67,55 @@ pub fn common_operation(op: &str) -> Option<Result<Vec<u8>, String>> {
         other => Some(Err(format!("No handler registered for function {}", other))),
     }
 }
+
+#[link(wasm_import_module = "wapc")]
+extern "C" {
+    fn __host_call(
+        binding_ptr: *const u8,
+        binding_len: usize,
+        namespace_ptr: *const u8,
+        namespace_len: usize,
+        operation_ptr: *const u8,
+        operation_len: usize,
+        payload_ptr: *const u8,
+        payload_len: usize,
+    ) -> usize;
+    fn __host_response_len() -> usize;
+    fn __host_response(ptr: *mut u8);
+    fn __host_error_len() -> usize;
+    fn __host_error(ptr: *mut u8);
+}
+
+/// Asks the host for `namespace`/`operation` (binding `kubewarden`); the host's answer, or
+/// its error text.
+#[allow(dead_code)]
+pub fn host_call(namespace: &str, operation: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let binding = "kubewarden";
+    let ok = unsafe {
+        __host_call(
+            binding.as_ptr(),
+            binding.len(),
+            namespace.as_ptr(),
+            namespace.len(),
+            operation.as_ptr(),
+            operation.len(),
+            payload.as_ptr(),
+            payload.len(),
+        )
+    };
+    if ok == 1 {
+        let mut response = vec![0u8; unsafe { __host_response_len() }];
+        unsafe { __host_response(response.as_mut_ptr()) };
+        Ok(response)
+    } else {
+        let mut error = vec![0u8; unsafe { __host_error_len() }];
+        unsafe { __host_error(error.as_mut_ptr()) };
+        Err(String::from_utf8_lossy(&error).into_owned())
+    }
+}
+
+/// Accepts with warnings (how the test policies report what the host told them).
+#[allow(dead_code)]
+pub fn accept_with_warnings(warnings: &[String]) -> Vec<u8> {
+    serde_json::json!({"accepted": true, "warnings": warnings}).to_string().into_bytes()
+}

@@ -27,6 +27,8 @@ const RUST_POLICIES: &[&str] = &[
     "reject-by-label",
     "mutate-add-label",
     "hostile",
+    "namespace-label",
+    "dns-lookup",
 ];
 /// Go guests (WASI commands, `GOOS=wasip1`), by directory.
 const GO_POLICIES: &[&str] = &["wasi-go"];

@@ -65,6 +65,8 @@ fn policies(c: &mut Criterion) {
             "gatekeeper-reject-by-label",
             json!({"denied_labels": ["app"]}),
         ),
+        // A WASI command runs from its start every time: "reused" measures the same as fresh.
+        ("wasi-go", json!({"denied_labels": ["app"]})),
     ];
     let mut group = c.benchmark_group("validate");
     let mut footprints = Vec::new();
