@@ -29,6 +29,7 @@ const RUST_POLICIES: &[&str] = &[
     "hostile",
     "namespace-label",
     "dns-lookup",
+    "host-call",
 ];
 /// Go guests (WASI commands, `GOOS=wasip1`), by directory.
 const GO_POLICIES: &[&str] = &["wasi-go"];
