@@ -21,7 +21,7 @@ const WASM_MEDIA_TYPES: &[&str] = &[
 ];
 /// Largest module accepted over HTTP(S).
 const MAX_MODULE_BYTES: usize = 256 * 1024 * 1024;
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a module comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl ModuleSource {
 
 /// An error with its causes, `outer: inner: innermost` (reqwest and oci-client keep the useful
 /// part, such as a certificate problem, in the causes).
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -226,11 +226,9 @@ impl Fetcher {
         Ok(body.to_vec())
     }
 
-    async fn pull(&self, reference: &str) -> Result<Vec<u8>, String> {
-        let parsed: Reference = reference
-            .parse()
-            .map_err(|e| format!("{reference:?} is not an OCI reference: {e}"))?;
-        let registry = parsed.resolve_registry().to_string();
+    /// A registry client for `parsed` (insecure sources, source authorities) and the
+    /// credentials to use with it.
+    pub fn registry_client(&self, parsed: &Reference) -> Result<(Client, RegistryAuth), String> {
         let extra_root_certificates = self
             .authorities(parsed.registry())?
             .into_iter()
@@ -245,8 +243,18 @@ impl Fetcher {
             extra_root_certificates,
             ..Default::default()
         };
-        let client = Client::new(config);
-        let auth = self.credentials.auth_for(parsed.registry());
+        Ok((
+            Client::new(config),
+            self.credentials.auth_for(parsed.registry()),
+        ))
+    }
+
+    async fn pull(&self, reference: &str) -> Result<Vec<u8>, String> {
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e| format!("{reference:?} is not an OCI reference: {e}"))?;
+        let registry = parsed.resolve_registry().to_string();
+        let (client, auth) = self.registry_client(&parsed)?;
         let image = tokio::time::timeout(
             DOWNLOAD_TIMEOUT,
             client.pull(&parsed, &auth, WASM_MEDIA_TYPES.to_vec()),

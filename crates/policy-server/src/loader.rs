@@ -9,6 +9,7 @@ use std::time::Duration;
 use api_types::config::{PoliciesConfig, PolicyEntry, PolicyGroupMemberEntry, PolicyOrGroup};
 use api_types::crd::PolicyMode;
 use api_types::group_expression::GroupExpression;
+use policy_evaluator::host::HostCapabilities;
 use policy_evaluator::{
     EvaluationLimits, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
 };
@@ -44,6 +45,8 @@ pub struct LoadOptions {
     /// Instances of each policy kept for reuse (one per worker); 0 for a fresh instance per
     /// evaluation.
     pub reused_instances: usize,
+    /// What policies may ask the host for.
+    pub host: Arc<dyn HostCapabilities>,
 }
 
 /// Modules by URL, each compiled once however many policies use it, from the bytes fetched
@@ -106,6 +109,7 @@ fn evaluator(
         memory_bytes: options.memory_bytes,
     };
     config.reused_instances = options.reused_instances;
+    config.host = options.host.clone();
     let evaluator = PolicyEvaluator::new(module, config);
     let answer = evaluator
         .validate_settings()

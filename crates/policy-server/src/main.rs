@@ -1,6 +1,7 @@
 //! The policy-server: the HTTPS admission webhook that evaluates Kubewarden policies.
 
 mod api;
+mod capabilities;
 mod cli;
 mod fetch;
 mod loader;

@@ -17,6 +17,8 @@ use policy_evaluator::limits::DEFAULT_MEMORY_LIMIT_BYTES;
 use policy_evaluator::{EngineOptions, PolicyEngine, PoolingOptions};
 
 use crate::api::{AppState, router};
+use crate::capabilities::kubernetes::KubernetesContext;
+use crate::capabilities::{ServerCapabilities, context_grants, watched_kinds};
 use crate::cli::Cli;
 use crate::fetch::{DockerCredentials, Fetcher};
 use crate::loader::{LoadOptions, evaluator_count, load_policies, module_urls};
@@ -120,12 +122,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         ));
     }
 
+    let host = host_capabilities(&cli, &config, &fetcher).await?;
     let workers = cli.workers();
     let options = LoadOptions {
         default_timeout: (!cli.disable_timeout_protection)
             .then(|| Duration::from_secs(cli.policy_timeout)),
         memory_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
         reused_instances: if cli.fresh_instances { 0 } else { workers },
+        host,
     };
     let idle_per_worker = if options.reused_instances > 0 {
         evaluator_count(&config)
@@ -262,4 +266,59 @@ async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
+}
+
+/// How long start-up waits for the context caches to hold their initial lists.
+const CONTEXT_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The host capabilities policies get: a Kubernetes context (watch caches for the kinds the
+/// policies declared in `contextAwareResources`, and a client for `can_i`) when a cluster
+/// can be reached, registry queries with the module sources' settings, DNS lookups.
+///
+/// Without a cluster connection the server still starts when no policy declares context-aware
+/// resources (or with `--ignore-kubernetes-connection-failure`); `kubernetes/*` calls then
+/// answer why.
+async fn host_capabilities(
+    cli: &Cli,
+    config: &PoliciesConfig,
+    fetcher: &Fetcher,
+) -> Result<Arc<dyn policy_evaluator::host::HostCapabilities>> {
+    let grants = context_grants(config);
+    let kinds = watched_kinds(&grants);
+    let context = match kube::Client::try_default().await {
+        Ok(client) => KubernetesContext::start(client, &kinds).await,
+        Err(error) => Err(format!("no Kubernetes configuration: {error}")),
+    };
+    let context = match context {
+        Ok(context) => {
+            if let Err(reason) = context.wait_until_ready(CONTEXT_CACHE_TIMEOUT).await {
+                tracing::error!(%reason, "context-aware policies will fail until the caches fill");
+            }
+            if !kinds.is_empty() {
+                tracing::info!(
+                    kinds = kinds.len(),
+                    objects = context.cached_objects(),
+                    "context caches ready"
+                );
+            }
+            Ok(Arc::new(context))
+        }
+        Err(reason) if kinds.is_empty() || cli.ignore_kubernetes_connection_failure => {
+            if !kinds.is_empty() {
+                tracing::error!(%reason, "cannot reach Kubernetes; context-aware policies will fail");
+            } else {
+                tracing::debug!(%reason, "no Kubernetes connection; no policy needs one");
+            }
+            Err(reason)
+        }
+        Err(reason) => bail!(
+            "cannot reach Kubernetes for the context-aware policies: {reason} (pass --ignore-kubernetes-connection-failure to start anyway)"
+        ),
+    };
+    Ok(Arc::new(ServerCapabilities::new(
+        tokio::runtime::Handle::current(),
+        context,
+        fetcher.clone(),
+        grants,
+    )))
 }

@@ -119,8 +119,21 @@ pub fn start(dir: &Path, client_ca: Option<&Path>, extra: &[&str]) -> Server {
     start_with(dir, &policies_yml(dir), client_ca, extra)
 }
 
-/// Starts the binary on the given policies.yml.
+/// Starts the binary on the given policies.yml; on the local control plane (cluster tests) it
+/// reaches the API server like a pod would.
 pub fn start_with(dir: &Path, policies: &Path, client_ca: Option<&Path>, extra: &[&str]) -> Server {
+    let kubeconfig = std::env::var_os("KUBEWARDEN_TEST_KUBECONFIG").map(PathBuf::from);
+    start_with_kubeconfig(dir, policies, client_ca, extra, kubeconfig.as_deref())
+}
+
+/// Starts the binary on the given policies.yml and kubeconfig (none: no Kubernetes).
+pub fn start_with_kubeconfig(
+    dir: &Path,
+    policies: &Path,
+    client_ca: Option<&Path>,
+    extra: &[&str],
+    kubeconfig: Option<&Path>,
+) -> Server {
     let port = free_port();
     let readiness = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_policy-server"));
@@ -142,11 +155,15 @@ pub fn start_with(dir: &Path, policies: &Path, client_ca: Option<&Path>, extra: 
         .arg(dir.join("tls.key"))
         .args(extra)
         .env("KUBEWARDEN_LOG_LEVEL", "info")
+        .env_remove("KUBECONFIG")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("server.log")).expect("log file"));
     if let Some(ca) = client_ca {
         command.arg("--client-ca-file").arg(ca);
+    }
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
     }
     let child = command.spawn().expect("policy-server starts");
     let mut server = Server {

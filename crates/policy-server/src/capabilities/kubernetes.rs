@@ -1,0 +1,365 @@
+//! The `kubernetes/*` capabilities: reads of the kinds policies declared in their
+//! `contextAwareResources`, served from watch-backed caches (kube-runtime reflectors, one per
+//! kind, started with the server), and `can_i` through SubjectAccessReviews.
+//!
+//! Cached objects lose `metadata.managedFields` and the last-applied annotation, which are
+//! most of a typical object's size and which policies do not read. `get_resource` with
+//! `disable_cache` and `can_i` go to the API server; `can_i` answers are kept 5 s.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, Scope};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::query::{FieldSelector, apply_field_masks, labels_match, parse_label_selector};
+
+/// How long a `can_i` answer is reused.
+const CAN_I_TTL: Duration = Duration::from_secs(5);
+
+/// A kind as policies name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KindRef {
+    pub api_version: String,
+    pub kind: String,
+}
+
+impl std::fmt::Display for KindRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.api_version, self.kind)
+    }
+}
+
+/// The watch cache of one kind.
+struct KindCache {
+    resource: ApiResource,
+    namespaced: bool,
+    store: Store<DynamicObject>,
+}
+
+/// Kubernetes state for policies: caches of the granted kinds and a client for the rest.
+pub struct KubernetesContext {
+    client: kube::Client,
+    caches: HashMap<KindRef, KindCache>,
+    can_i_answers: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
+}
+
+impl std::fmt::Debug for KubernetesContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesContext")
+            .field("kinds", &self.caches.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn strip_bulk(object: &mut DynamicObject) {
+    object.metadata.managed_fields = None;
+    if let Some(annotations) = object.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+impl KubernetesContext {
+    /// Resolves each kind with the API server's discovery and starts its watch cache (on the
+    /// current tokio runtime).
+    pub async fn start(client: kube::Client, kinds: &BTreeSet<KindRef>) -> Result<Self, String> {
+        let mut caches = HashMap::new();
+        for kind in kinds {
+            let (group, version) = match kind.api_version.split_once('/') {
+                Some((group, version)) => (group, version),
+                None => ("", kind.api_version.as_str()),
+            };
+            let gvk = GroupVersionKind::gvk(group, version, &kind.kind);
+            let (resource, capabilities) = kube::discovery::pinned_kind(&client, &gvk)
+                .await
+                .map_err(|e| format!("cannot find {kind} in the API server: {e}"))?;
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let writer = reflector::store::Writer::new(resource.clone());
+            let store = writer.as_reader();
+            let label = kind.to_string();
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(strip_bulk)
+                .reflect(writer)
+                .applied_objects();
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(error) = event {
+                        tracing::warn!(kind = %label, %error, "watching for the context cache failed; retrying");
+                    }
+                }
+            });
+            caches.insert(
+                kind.clone(),
+                KindCache {
+                    resource,
+                    namespaced: capabilities.scope == Scope::Namespaced,
+                    store,
+                },
+            );
+        }
+        Ok(KubernetesContext {
+            client,
+            caches,
+            can_i_answers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Waits until every cache holds its initial list, at most `timeout`; names the kinds
+    /// still loading otherwise.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), String> {
+        let waits = self
+            .caches
+            .values()
+            .map(|cache| cache.store.wait_until_ready());
+        match tokio::time::timeout(timeout, futures::future::join_all(waits)).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let pending: Vec<String> = self
+                    .caches
+                    .iter()
+                    .filter(|(_, cache)| cache.store.is_empty())
+                    .map(|(kind, _)| kind.to_string())
+                    .collect();
+                Err(format!(
+                    "the caches of {} are not filled after {timeout:?}",
+                    pending.join(", ")
+                ))
+            }
+        }
+    }
+
+    /// Objects cached in total (for logs and benchmarks).
+    pub fn cached_objects(&self) -> usize {
+        self.caches.values().map(|cache| cache.store.len()).sum()
+    }
+
+    fn cache(&self, kind: &KindRef) -> Result<&KindCache, String> {
+        self.caches.get(kind).ok_or_else(|| {
+            format!("{kind} is not watched by this policy-server (no policy declares it)")
+        })
+    }
+
+    /// `list_resources_by_namespace` (with a namespace) and `list_resources_all`.
+    pub fn list(&self, query: &ListQuery, namespace: Option<&str>) -> Result<Value, String> {
+        let kind = query.kind_ref();
+        let cache = self.cache(&kind)?;
+        if namespace.is_some() && !cache.namespaced {
+            return Err(format!("{kind} is not namespaced"));
+        }
+        let labels = parse_label_selector(query.label_selector.as_deref().unwrap_or_default())?;
+        let fields = FieldSelector::parse(query.field_selector.as_deref().unwrap_or_default())?;
+        let mut items = Vec::new();
+        for object in cache.store.state() {
+            if namespace.is_some_and(|ns| object.metadata.namespace.as_deref() != Some(ns)) {
+                continue;
+            }
+            let value = object_json(&object, &cache.resource)?;
+            if labels_match(&labels, &value) && fields.matches(&value) {
+                items.push(apply_field_masks(&value, &query.field_masks));
+            }
+        }
+        items.sort_by_key(object_key);
+        Ok(json!({
+            "apiVersion": query.api_version,
+            "kind": format!("{}List", query.kind),
+            "metadata": {},
+            "items": items,
+        }))
+    }
+
+    /// `get_resource`: from the cache, or from the API server with `disable_cache`.
+    pub async fn get(&self, query: &GetQuery) -> Result<Value, String> {
+        let kind = KindRef {
+            api_version: query.api_version.clone(),
+            kind: query.kind.clone(),
+        };
+        let cache = self.cache(&kind)?;
+        let namespace = query.namespace.as_deref().filter(|ns| !ns.is_empty());
+        let value = if query.disable_cache {
+            let api: Api<DynamicObject> = match namespace {
+                Some(ns) if cache.namespaced => {
+                    Api::namespaced_with(self.client.clone(), ns, &cache.resource)
+                }
+                _ => Api::all_with(self.client.clone(), &cache.resource),
+            };
+            let mut object = api
+                .get(&query.name)
+                .await
+                .map_err(|e| format!("cannot get {kind} {}: {e}", query.name))?;
+            strip_bulk(&mut object);
+            object_json(&object, &cache.resource)?
+        } else {
+            let mut key = ObjectRef::new_with(&query.name, cache.resource.clone());
+            if let Some(ns) = namespace.filter(|_| cache.namespaced) {
+                key = key.within(ns);
+            }
+            let object = cache.store.get(&key).ok_or_else(|| {
+                format!(
+                    "{kind} {}{} not found",
+                    namespace.map(|ns| format!("{ns}/")).unwrap_or_default(),
+                    query.name
+                )
+            })?;
+            object_json(&object, &cache.resource)?
+        };
+        Ok(apply_field_masks(&value, &query.field_masks))
+    }
+
+    /// `can_i`: a SubjectAccessReview, answered with its status.
+    pub async fn can_i(&self, query: &CanIQuery) -> Result<Vec<u8>, String> {
+        let key = serde_json::to_string(&query.subject_access_review).unwrap_or_default();
+        if !query.disable_cache {
+            let answers = self
+                .can_i_answers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, answer)) = answers.get(&key)
+                && at.elapsed() < CAN_I_TTL
+            {
+                return Ok(answer.clone());
+            }
+        }
+        let review = &query.subject_access_review;
+        let attributes = &review.resource_attributes;
+        let request = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(review.user.clone()),
+                groups: review.groups.clone(),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: attributes.namespace.clone(),
+                    verb: Some(attributes.verb.clone()),
+                    group: attributes.group.clone(),
+                    resource: Some(attributes.resource.clone()),
+                    subresource: attributes.subresource.clone(),
+                    name: attributes.name.clone(),
+                    version: attributes.version.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let created = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &request)
+            .await
+            .map_err(|e| format!("the SubjectAccessReview failed: {e}"))?;
+        let answer =
+            serde_json::to_vec(&created.status.unwrap_or_default()).map_err(|e| e.to_string())?;
+        let mut answers = self
+            .can_i_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        answers.retain(|_, (at, _)| at.elapsed() < CAN_I_TTL);
+        answers.insert(key, (Instant::now(), answer.clone()));
+        Ok(answer)
+    }
+}
+
+/// A cached object as JSON, with the `apiVersion` and `kind` watch events may leave out.
+fn object_json(object: &DynamicObject, resource: &ApiResource) -> Result<Value, String> {
+    let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "apiVersion".into(),
+            Value::String(resource.api_version.clone()),
+        );
+        map.insert("kind".into(), Value::String(resource.kind.clone()));
+    }
+    Ok(value)
+}
+
+fn object_key(object: &Value) -> (String, String) {
+    let text = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (text("/metadata/namespace"), text("/metadata/name"))
+}
+
+/// Payload of `list_resources_by_namespace` and `list_resources_all`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    #[serde(default)]
+    pub field_selector: Option<String>,
+    #[serde(default)]
+    pub field_masks: Vec<String>,
+}
+
+impl ListQuery {
+    pub fn kind_ref(&self) -> KindRef {
+        KindRef {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+/// Payload of `get_resource`.
+#[derive(Debug, Deserialize)]
+pub struct GetQuery {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub disable_cache: bool,
+    #[serde(default)]
+    pub field_masks: Vec<String>,
+}
+
+/// Payload of `can_i`.
+#[derive(Debug, Deserialize)]
+pub struct CanIQuery {
+    pub subject_access_review: ReviewRequest,
+    #[serde(default)]
+    pub disable_cache: bool,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct ReviewRequest {
+    pub user: String,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    pub resource_attributes: ReviewAttributes,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct ReviewAttributes {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub verb: String,
+    #[serde(default)]
+    pub group: Option<String>,
+    pub resource: String,
+    #[serde(default)]
+    pub subresource: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// Shared handle.
+pub type SharedContext = Arc<KubernetesContext>;

@@ -1,0 +1,252 @@
+//! The host capabilities the policy-server offers policies (the policy-evaluator has already
+//! checked the policy's `hostCapabilities` grant): Kubernetes reads within the policy's
+//! `contextAwareResources`, `can_i`, OCI registry queries and DNS lookups.
+//!
+//! Evaluations run on plain threads and the capabilities are asynchronous, so each call is
+//! driven to completion on the server's tokio runtime from the evaluating thread.
+
+pub mod kubernetes;
+mod oci;
+pub mod query;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::ToSocketAddrs;
+
+use policy_evaluator::host::HostCapabilities;
+use serde_json::json;
+
+use crate::fetch::Fetcher;
+use kubernetes::{CanIQuery, GetQuery, KindRef, ListQuery, SharedContext};
+
+/// The policy-server's provider of host capabilities.
+pub struct ServerCapabilities {
+    runtime: tokio::runtime::Handle,
+    kubernetes: Option<SharedContext>,
+    /// Why there is no Kubernetes context, for the error policies get.
+    kubernetes_missing: String,
+    registry: Fetcher,
+    /// The kinds each policy (by evaluator id) may read.
+    context_grants: HashMap<String, BTreeSet<KindRef>>,
+}
+
+impl std::fmt::Debug for ServerCapabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCapabilities")
+            .field("kubernetes", &self.kubernetes)
+            .field("context_grants", &self.context_grants)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCapabilities {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        kubernetes: Result<SharedContext, String>,
+        registry: Fetcher,
+        context_grants: HashMap<String, BTreeSet<KindRef>>,
+    ) -> Self {
+        let (kubernetes, kubernetes_missing) = match kubernetes {
+            Ok(context) => (Some(context), String::new()),
+            Err(reason) => (None, reason),
+        };
+        ServerCapabilities {
+            runtime,
+            kubernetes,
+            kubernetes_missing,
+            registry,
+            context_grants,
+        }
+    }
+
+    /// Runs `future` to completion from a synchronous caller. Evaluation threads are outside
+    /// the runtime and block on it directly; a caller inside the runtime (settings validated
+    /// at start-up) gets a helper thread, because blocking a runtime thread on the runtime
+    /// would deadlock.
+    fn block_on<F>(&self, future: F) -> Result<F::Output, String>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Ok(self.runtime.block_on(future));
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.runtime.block_on(future))
+                .join()
+                .map_err(|_| "the host capability panicked".to_string())
+        })
+    }
+
+    fn kubernetes(&self) -> Result<&SharedContext, String> {
+        self.kubernetes.as_ref().ok_or_else(|| {
+            format!(
+                "this policy-server has no connection to Kubernetes: {}",
+                self.kubernetes_missing
+            )
+        })
+    }
+
+    fn check_context_grant(&self, policy_id: &str, kind: &KindRef) -> Result<(), String> {
+        if self
+            .context_grants
+            .get(policy_id)
+            .is_some_and(|kinds| kinds.contains(kind))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "Policy has not been granted access to Kubernetes {kind} resources. The violation has been reported."
+            ))
+        }
+    }
+
+    fn call_kubernetes(
+        &self,
+        policy_id: &str,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let answer = match operation {
+            "list_resources_by_namespace" | "list_resources_all" => {
+                let query: ListQuery = parse(payload)?;
+                self.check_context_grant(policy_id, &query.kind_ref())?;
+                let namespace = if operation == "list_resources_by_namespace" {
+                    Some(query.namespace.clone().ok_or("namespace is required")?)
+                } else {
+                    None
+                };
+                self.kubernetes()?.list(&query, namespace.as_deref())?
+            }
+            "get_resource" => {
+                let query: GetQuery = parse(payload)?;
+                self.check_context_grant(
+                    policy_id,
+                    &KindRef {
+                        api_version: query.api_version.clone(),
+                        kind: query.kind.clone(),
+                    },
+                )?;
+                let context = self.kubernetes()?;
+                self.block_on(context.get(&query))??
+            }
+            "can_i" => {
+                let query: CanIQuery = parse(payload)?;
+                let context = self.kubernetes()?;
+                return self.block_on(context.can_i(&query))?;
+            }
+            other => return Err(format!("unknown operation: {other}")),
+        };
+        serde_json::to_vec(&answer).map_err(|e| e.to_string())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(payload).map_err(|e| format!("invalid request payload: {e}"))
+}
+
+impl HostCapabilities for ServerCapabilities {
+    fn call(
+        &self,
+        policy_id: &str,
+        namespace: &str,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        match namespace {
+            "kubernetes" => self.call_kubernetes(policy_id, operation, payload),
+            "net" => match operation {
+                "v1/dns_lookup_host" => dns_lookup_host(&parse::<String>(payload)?),
+                other => Err(format!("unknown operation: {other}")),
+            },
+            "oci" => match operation {
+                "v1/manifest_digest" | "v1/oci_manifest" | "v1/oci_manifest_config" => {
+                    let image: String = parse(payload)?;
+                    let answer = self.block_on(oci::query(&self.registry, operation, &image))??;
+                    serde_json::to_vec(&answer).map_err(|e| e.to_string())
+                }
+                "v1/verify" | "v2/verify" => {
+                    Err("sigstore verification is not supported by this policy-server yet".into())
+                }
+                other => Err(format!("unknown operation: {other}")),
+            },
+            "crypto" => match operation {
+                "v1/is_certificate_trusted" => Err(
+                    "certificate verification is not supported by this policy-server yet".into(),
+                ),
+                other => Err(format!("unknown operation: {other}")),
+            },
+            other => Err(format!("unknown namespace: {other}")),
+        }
+    }
+}
+
+/// `net/v1/dns_lookup_host`: the addresses of `host`, through the system resolver.
+fn dns_lookup_host(host: &str) -> Result<Vec<u8>, String> {
+    let addresses = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut ips: Vec<String> = addresses.map(|a| a.ip().to_string()).collect();
+    ips.dedup();
+    serde_json::to_vec(&json!({ "ips": ips })).map_err(|e| e.to_string())
+}
+
+/// The kinds each evaluator may read, from policies.yml (`contextAwareResources` of each
+/// policy and group member).
+pub fn context_grants(
+    config: &api_types::config::PoliciesConfig,
+) -> HashMap<String, BTreeSet<KindRef>> {
+    use api_types::config::PolicyOrGroup;
+    let kinds = |resources: &Option<Vec<api_types::crd::ContextAwareResource>>| {
+        resources
+            .iter()
+            .flatten()
+            .map(|resource| KindRef {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+            })
+            .collect::<BTreeSet<_>>()
+    };
+    let mut grants = HashMap::new();
+    for (id, entry) in &config.0 {
+        match entry {
+            PolicyOrGroup::Policy(policy) => {
+                grants.insert(id.clone(), kinds(&policy.context_aware_resources));
+            }
+            PolicyOrGroup::Group(group) => {
+                for (member, entry) in &group.policies {
+                    grants.insert(
+                        format!("{id}/{member}"),
+                        kinds(&entry.context_aware_resources),
+                    );
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// Every kind some policy may read: the caches to start.
+pub fn watched_kinds(grants: &HashMap<String, BTreeSet<KindRef>>) -> BTreeSet<KindRef> {
+    grants.values().flatten().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn dns_lookup_of_localhost() {
+        let answer: Value =
+            serde_json::from_slice(&dns_lookup_host("localhost").expect("resolves")).expect("json");
+        let ips = answer["ips"].as_array().expect("ips");
+        assert!(
+            ips.iter().any(|ip| ip == "127.0.0.1" || ip == "::1"),
+            "{answer}"
+        );
+        assert!(dns_lookup_host("no-such-host.invalid").is_err());
+    }
+}
