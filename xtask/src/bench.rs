@@ -17,17 +17,17 @@ use crate::local_server::{LocalPolicyServer, build};
 
 /// One wrk run's results.
 #[derive(Debug, Clone)]
-struct LoadResult {
-    endpoint: String,
-    connections: u32,
-    requests_per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    errors: u64,
+pub(crate) struct LoadResult {
+    pub(crate) endpoint: String,
+    pub(crate) connections: u32,
+    pub(crate) requests_per_second: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) errors: u64,
 }
 
-const WRK_SCRIPT: &str = r#"
+pub(crate) const WRK_SCRIPT: &str = r#"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local f = io.open(os.getenv("BENCH_BODY"), "r")
@@ -41,7 +41,13 @@ done = function(summary, latency, requests)
 end
 "#;
 
-fn wrk(dir: &Path, port: u16, path: &str, connections: u32, seconds: u32) -> Result<LoadResult> {
+pub(crate) fn wrk(
+    dir: &Path,
+    port: u16,
+    path: &str,
+    connections: u32,
+    seconds: u32,
+) -> Result<LoadResult> {
     let threads = connections.clamp(1, 2);
     let output = Command::new("wrk")
         .args([

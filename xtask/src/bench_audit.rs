@@ -24,29 +24,28 @@ pub fn run(root: &Path, resources: u32) -> Result<()> {
     if std::env::var_os("KUBEWARDEN_CLUSTER_NETNS").is_some() {
         return run_inside(root, resources);
     }
+    rerun_in_cluster(&["bench", "audit", "--resources", &resources.to_string()])
+}
+
+/// Starts the local control plane unless it is up, runs this xtask with `args` inside its
+/// network namespace, and stops the control plane again if it started it.
+pub(crate) fn rerun_in_cluster(args: &[&str]) -> Result<()> {
     let layout = ClusterLayout::default_location();
     let already_up = cluster::is_up(&layout);
     if !already_up {
         cluster::up(&layout, 3)?;
     }
     let exe = std::env::current_exe().context("locating xtask")?;
-    let result = cluster::exec(
-        &layout,
-        &[
-            exe.display().to_string(),
-            "bench".into(),
-            "audit".into(),
-            "--resources".into(),
-            resources.to_string(),
-        ],
-    );
+    let mut command = vec![exe.display().to_string()];
+    command.extend(args.iter().map(|arg| arg.to_string()));
+    let result = cluster::exec(&layout, &command);
     if !already_up {
         cluster::down(&layout)?;
     }
     result
 }
 
-fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
+pub(crate) fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
     let mut command = Command::new("kubectl");
     command
         .args(args)
@@ -73,15 +72,18 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn config_maps(resources: u32) -> String {
+/// `resources` ConfigMaps `cm-<i>` in `namespace`, as a List; labelled `bucket: i % 1000`,
+/// and every second one with the denied label.
+pub(crate) fn config_maps(namespace: &str, resources: u32) -> String {
     let items: Vec<serde_json::Value> = (0..resources)
         .map(|i| {
-            let mut labels = serde_json::json!({"bench": "audit"});
+            let mut labels =
+                serde_json::json!({"bench": "audit", "bucket": (i % 1000).to_string()});
             if i % 2 == 1 {
                 labels[DENIED_LABEL] = "yes".into();
             }
             serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("cm-{i}"), "namespace": NAMESPACE, "labels": labels},
+                "metadata": {"name": format!("cm-{i}"), "namespace": namespace, "labels": labels},
                 "data": {"index": i.to_string()}})
         })
         .collect();
@@ -174,7 +176,7 @@ fn run_inside(root: &Path, resources: u32) -> Result<()> {
     let started = Instant::now();
     kubectl(
         &["create", "-f", "-", "-o", "name"],
-        Some(&config_maps(resources)),
+        Some(&config_maps(NAMESPACE, resources)),
     )?;
     println!("    created in {:.1} s", started.elapsed().as_secs_f64());
     create_policies()?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_audit;
+mod bench_context;
 mod certs;
 mod cluster;
 mod crds;
@@ -54,14 +55,15 @@ enum Command {
     /// Load-test the policy-server with wrk against its no-op baseline; cold start with 20
     /// policies. Prints a table and writes target/bench/policy-server.md.
     Bench {
-        /// What to measure: the policy-server under load, or an audit-scanner run over
-        /// `--resources` ConfigMaps with 5 policies on the local control plane.
+        /// What to measure: the policy-server under load; an audit-scanner run over
+        /// `--resources` ConfigMaps with 5 policies on the local control plane; or
+        /// context-aware policies with `--resources` ConfigMaps in the watch cache.
         #[arg(value_enum, default_value = "policy-server")]
         target: BenchTarget,
         /// Seconds per load run (policy-server).
         #[arg(long, default_value_t = 10)]
         seconds: u32,
-        /// Resources to scan (audit).
+        /// Resources to scan (audit) or to cache (context).
         #[arg(long, default_value_t = 10_000)]
         resources: u32,
     },
@@ -100,6 +102,7 @@ enum Command {
 enum BenchTarget {
     PolicyServer,
     Audit,
+    Context,
 }
 
 /// The repository root (the parent of this crate's directory).
@@ -138,5 +141,10 @@ fn main() -> Result<()> {
             resources,
             ..
         } => bench_audit::run(&repo_root(), resources),
+        Command::Bench {
+            target: BenchTarget::Context,
+            resources,
+            seconds,
+        } => bench_context::run(&repo_root(), resources, seconds),
     }
 }

@@ -161,12 +161,15 @@ impl KubernetesContext {
         let labels = parse_label_selector(query.label_selector.as_deref().unwrap_or_default())?;
         let fields = FieldSelector::parse(query.field_selector.as_deref().unwrap_or_default())?;
         let mut items = Vec::new();
+        // Cheap checks on the typed object first: only matches are turned into JSON.
         for object in cache.store.state() {
-            if namespace.is_some_and(|ns| object.metadata.namespace.as_deref() != Some(ns)) {
+            if namespace.is_some_and(|ns| object.metadata.namespace.as_deref() != Some(ns))
+                || !labels_match(&labels, object.metadata.labels.as_ref())
+            {
                 continue;
             }
             let value = object_json(&object, &cache.resource)?;
-            if labels_match(&labels, &value) && fields.matches(&value) {
+            if fields.matches(&value) {
                 items.push(apply_field_masks(&value, &query.field_masks));
             }
         }
