@@ -37,6 +37,8 @@ const GO_POLICIES: &[&str] = &["wasi-go"];
 const REGO_POLICIES: &[(&str, &str)] = &[
     ("opa-reject-by-label", "policy/main"),
     ("gatekeeper-reject-by-label", "k8sdeniedlabels/violation"),
+    ("opa-namespace-label", "policy/main"),
+    ("gatekeeper-namespace-label", "k8snamespacelabel/violation"),
 ];
 
 pub fn run(root: &Path) -> Result<()> {

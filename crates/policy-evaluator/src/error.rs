@@ -51,6 +51,8 @@ pub enum EvaluationError {
     MissingExport(&'static str),
     #[error("the request is not valid: {0}")]
     InvalidRequest(String),
+    #[error("cannot read the policy's context: {0}")]
+    Context(String),
 }
 
 /// Names the cause of a failed call: the memory limit (when the limiter refused a growth), the

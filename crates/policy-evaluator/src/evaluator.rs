@@ -201,14 +201,31 @@ impl PolicyEvaluator {
                 module.instance(engine, &self.limits, self.policy_id.clone(), &self.settings)?
             }
         };
+        let context = self
+            .host
+            .context_objects(&self.policy_id)
+            .map_err(|e| EvaluationError::Context(e.to_string()))?;
+        // Context-aware policies see the cluster as data, fresh for every evaluation.
+        let data = if context.is_empty() {
+            None
+        } else if gatekeeper {
+            Some(serde_json::json!({ "inventory": opa::inventory_data(&context) }))
+        } else {
+            let mut data = match &self.settings {
+                Value::Object(settings) => settings.clone(),
+                _ => serde_json::Map::new(),
+            };
+            data.insert("kubernetes".into(), opa::kubernetes_data(&context));
+            Some(Value::Object(data))
+        };
         let result = if gatekeeper {
             let input = opa::GatekeeperInput {
                 parameters: &self.settings,
                 review: request,
             };
-            instance.evaluate(&input, &self.limits)
+            instance.evaluate(&input, data.as_ref(), &self.limits)
         } else {
-            instance.evaluate(&opa::OpaInput { request }, &self.limits)
+            instance.evaluate(&opa::OpaInput { request }, data.as_ref(), &self.limits)
         };
         if result.is_ok() {
             self.idle_rego.put_back(instance);

@@ -21,6 +21,24 @@ pub trait HostCapabilities: Send + Sync + fmt::Debug {
         operation: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, String>;
+
+    /// The Kubernetes objects a Rego policy sees as data (`data.kubernetes` in the `opa`
+    /// mode, `data.inventory` in the `gatekeeper` mode): those of the kinds `policy_id`
+    /// declared in its `contextAwareResources`. None by default.
+    fn context_objects(&self, _policy_id: &str) -> Result<Vec<KindObjects>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// The objects of one kind, for Rego policies' context data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindObjects {
+    pub api_version: String,
+    pub kind: String,
+    /// Resource name (`namespaces`, `deployments`): OPA policies address objects by it.
+    pub plural: String,
+    pub namespaced: bool,
+    pub objects: Vec<serde_json::Value>,
 }
 
 /// The provider used when the embedder offers no capabilities: every call is refused with a

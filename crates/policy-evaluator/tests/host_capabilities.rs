@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use policy_evaluator::host::HostCapabilities;
+use policy_evaluator::host::{HostCapabilities, KindObjects};
 use policy_evaluator::{EngineOptions, EvaluatorSettings, PolicyEngine, PolicyEvaluator};
 use serde_json::{Value, json};
 
@@ -42,6 +42,19 @@ impl HostCapabilities for FakeCluster {
             },
             _ => Err(format!("unexpected {namespace}/{operation}")),
         }
+    }
+
+    fn context_objects(&self, _policy_id: &str) -> Result<Vec<KindObjects>, String> {
+        Ok(vec![KindObjects {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            plural: "namespaces".into(),
+            namespaced: false,
+            objects: vec![
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "labelled", "labels": {"team": "a"}}}),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bare"}}),
+            ],
+        }])
     }
 }
 
@@ -129,4 +142,28 @@ fn dns_lookup_policy_gets_the_addresses() {
         response.status.and_then(|s| s.message).as_deref(),
         Some("cannot resolve nowhere.example: no such host")
     );
+}
+
+#[test]
+fn context_aware_rego_policies_see_the_cluster_as_data() {
+    for name in ["opa-namespace-label", "gatekeeper-namespace-label"] {
+        let policy = evaluator(name, json!({"required_namespace_label": "team"}), &[]);
+        for _ in 0..3 {
+            // Reused instances reload the data every time.
+            assert!(
+                policy
+                    .validate(&pod_in("labelled"))
+                    .expect("evaluates")
+                    .allowed,
+                "{name}"
+            );
+            let rejected = policy.validate(&pod_in("bare")).expect("evaluates");
+            assert!(!rejected.allowed, "{name}");
+            assert_eq!(
+                rejected.status.and_then(|s| s.message).as_deref(),
+                Some("namespace bare lacks the label team"),
+                "{name}"
+            );
+        }
+    }
 }

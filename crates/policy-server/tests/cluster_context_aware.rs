@@ -56,6 +56,14 @@ undeclared-kind:
   contextAwareResources: [{{apiVersion: v1, kind: Namespace}}]
   hostCapabilities: ["*"]
   settings: {undeclared}
+rego-opa:
+  module: file://{f}/opa-namespace-label.wasm
+  contextAwareResources: [{{apiVersion: v1, kind: Namespace}}]
+  settings: {{required_namespace_label: team}}
+rego-gatekeeper:
+  module: file://{f}/gatekeeper-namespace-label.wasm
+  contextAwareResources: [{{apiVersion: v1, kind: Namespace}}]
+  settings: {{required_namespace_label: team}}
 dns:
   module: file://{f}/dns-lookup.wasm
   hostCapabilities: ["net/v1/dns_lookup_host"]
@@ -145,6 +153,18 @@ async fn context_aware_policies_on_the_local_control_plane() {
         message(&body),
         format!("namespace {bare} lacks the label team")
     );
+
+    // Rego policies get the Namespaces as data.kubernetes / data.inventory.
+    for path in ["/validate/rego-opa", "/validate/rego-gatekeeper"] {
+        let body = call(path, pod_review(&labelled));
+        assert_eq!(body["response"]["allowed"], true, "{path}: {body}");
+        let body = call(path, pod_review(&bare));
+        assert_eq!(body["response"]["allowed"], false, "{path}: {body}");
+        assert_eq!(
+            message(&body),
+            format!("namespace {bare} lacks the label team")
+        );
+    }
 
     // A label added later reaches the cache through the watch.
     Api::<Namespace>::all(client.clone())

@@ -30,7 +30,10 @@ use crate::limits::{EvaluationLimits, MemoryLimiter};
 use crate::reuse::Reusable;
 
 pub(crate) use builtins::Builtin;
-pub(crate) use modes::{EMPTY_DATA, GatekeeperInput, OpaInput, gatekeeper_response, opa_response};
+pub(crate) use modes::{
+    EMPTY_DATA, GatekeeperInput, OpaInput, gatekeeper_response, inventory_data, kubernetes_data,
+    opa_response,
+};
 
 /// The store data of an OPA instance.
 pub(crate) struct OpaState {
@@ -161,17 +164,19 @@ impl OpaModule {
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(limits.timeout.map_or(u64::MAX, deadline_ticks));
-        let prepared = (|| -> wasmtime::Result<(Abi, i32, i32)> {
+        let prepared = (|| -> wasmtime::Result<(Abi, i32, i32, i32)> {
             let instance = self.instantiate(&mut store)?;
             let abi = Abi::new(&mut store, &instance)?;
+            let heap_before_data = abi.heap_ptr_get.call(&mut store, ())?;
             let data = abi.load_json(&mut store, data)?;
             let heap_base = abi.heap_ptr_get.call(&mut store, ())?;
-            Ok((abi, data, heap_base))
+            Ok((abi, heap_before_data, data, heap_base))
         })();
         match prepared {
-            Ok((abi, data, heap_base)) => Ok(OpaInstance {
+            Ok((abi, heap_before_data, data, heap_base)) => Ok(OpaInstance {
                 store,
                 abi,
+                heap_before_data,
                 data,
                 heap_base,
             }),
@@ -186,28 +191,39 @@ impl OpaModule {
 pub(crate) struct OpaInstance {
     store: Store<OpaState>,
     abi: Abi,
+    heap_before_data: i32,
     data: i32,
     heap_base: i32,
 }
 
 impl OpaInstance {
-    /// Evaluates entrypoint 0 on `input`; returns the result set (`[{"result": ...}]`, empty
-    /// when undefined).
+    /// Evaluates entrypoint 0 on `input`, with the data loaded at creation or, for policies
+    /// whose data changes (context-aware ones), with `data`; returns the result set
+    /// (`[{"result": ...}]`, empty when undefined).
     pub(crate) fn evaluate(
         &mut self,
         input: &impl Serialize,
+        data: Option<&Value>,
         limits: &EvaluationLimits,
     ) -> Result<Value, EvaluationError> {
         let store = &mut self.store;
         store.set_epoch_deadline(limits.timeout.map_or(u64::MAX, deadline_ticks));
         let abi = &self.abi;
         let outcome = (|| -> wasmtime::Result<Result<Value, i32>> {
-            abi.heap_ptr_set.call(&mut *store, self.heap_base)?;
+            let data = match data {
+                Some(data) => {
+                    abi.heap_ptr_set.call(&mut *store, self.heap_before_data)?;
+                    abi.load_json(store, data)?
+                }
+                None => {
+                    abi.heap_ptr_set.call(&mut *store, self.heap_base)?;
+                    self.data
+                }
+            };
             let input = abi.load_json(store, input)?;
             let context = abi.eval_ctx_new.call(&mut *store, ())?;
             abi.eval_ctx_set_input.call(&mut *store, (context, input))?;
-            abi.eval_ctx_set_data
-                .call(&mut *store, (context, self.data))?;
+            abi.eval_ctx_set_data.call(&mut *store, (context, data))?;
             abi.eval_ctx_set_entrypoint
                 .call(&mut *store, (context, 0))?;
             let code = abi.eval.call(&mut *store, context)?;

@@ -2,9 +2,10 @@
 //! execution mode.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::EvaluationError;
+use crate::host::KindObjects;
 use crate::response::AdmissionResponse;
 
 /// Input of an `opa` policy: `input.request` is the AdmissionRequest (or the raw document).
@@ -25,6 +26,67 @@ pub(crate) struct GatekeeperInput<'a> {
 pub(crate) struct EmptyData {}
 
 pub(crate) const EMPTY_DATA: EmptyData = EmptyData {};
+
+/// `data.kubernetes` of an `opa` policy: `<plural>.<namespace>.<name>` for namespaced
+/// objects, `<plural>.<name>` for cluster-scoped ones.
+pub(crate) fn kubernetes_data(kinds: &[KindObjects]) -> Value {
+    let mut data = Map::new();
+    for kind in kinds {
+        let by_plural = entry(&mut data, &kind.plural);
+        for object in &kind.objects {
+            let (namespace, name) = namespace_and_name(object);
+            if kind.namespaced {
+                entry(by_plural, &namespace).insert(name, object.clone());
+            } else {
+                by_plural.insert(name, object.clone());
+            }
+        }
+    }
+    Value::Object(data)
+}
+
+/// `data.inventory` of a `gatekeeper` policy, as Gatekeeper syncs it:
+/// `cluster.<apiVersion>.<Kind>.<name>` and `namespace.<ns>.<apiVersion>.<Kind>.<name>`.
+pub(crate) fn inventory_data(kinds: &[KindObjects]) -> Value {
+    let mut inventory = Map::new();
+    for kind in kinds {
+        for object in &kind.objects {
+            let (namespace, name) = namespace_and_name(object);
+            let scope = if kind.namespaced {
+                entry(entry(&mut inventory, "namespace"), &namespace)
+            } else {
+                entry(&mut inventory, "cluster")
+            };
+            entry(entry(scope, &kind.api_version), &kind.kind).insert(name, object.clone());
+        }
+    }
+    Value::Object(inventory)
+}
+
+fn namespace_and_name(object: &Value) -> (String, String) {
+    let text = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (text("/metadata/namespace"), text("/metadata/name"))
+}
+
+/// The object under `key`, created empty if missing (or replacing a non-object).
+fn entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let slot = map
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    match slot {
+        Value::Object(inner) => inner,
+        _ => unreachable!("made an object above"),
+    }
+}
 
 /// The value of the first result, `[{"result": <value>}]`; `None` when undefined.
 fn first_result(result: &Value) -> Option<&Value> {
@@ -146,6 +208,36 @@ mod tests {
             Some(r#"a is bad, b is bad, {"details":1}"#)
         );
         assert_eq!(status.code, None);
+    }
+
+    #[test]
+    fn context_data_follows_opa_and_gatekeeper_layouts() {
+        let kinds = vec![
+            KindObjects {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                plural: "namespaces".into(),
+                namespaced: false,
+                objects: vec![json!({"metadata": {"name": "a"}})],
+            },
+            KindObjects {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                plural: "deployments".into(),
+                namespaced: true,
+                objects: vec![json!({"metadata": {"name": "d", "namespace": "a"}})],
+            },
+        ];
+        assert_eq!(
+            kubernetes_data(&kinds),
+            json!({"namespaces": {"a": {"metadata": {"name": "a"}}},
+                   "deployments": {"a": {"d": {"metadata": {"name": "d", "namespace": "a"}}}}})
+        );
+        assert_eq!(
+            inventory_data(&kinds),
+            json!({"cluster": {"v1": {"Namespace": {"a": {"metadata": {"name": "a"}}}}},
+                   "namespace": {"a": {"apps/v1": {"Deployment": {"d": {"metadata": {"name": "d", "namespace": "a"}}}}}}})
+        );
     }
 
     #[test]

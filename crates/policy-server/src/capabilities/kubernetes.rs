@@ -19,6 +19,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use policy_evaluator::host::KindObjects;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -180,6 +181,24 @@ impl KubernetesContext {
             "metadata": {},
             "items": items,
         }))
+    }
+
+    /// Every cached object of `kind`, for Rego policies' context data.
+    pub fn objects(&self, kind: &KindRef) -> Result<KindObjects, String> {
+        let cache = self.cache(kind)?;
+        let objects = cache
+            .store
+            .state()
+            .iter()
+            .map(|object| object_json(object, &cache.resource))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KindObjects {
+            api_version: kind.api_version.clone(),
+            kind: kind.kind.clone(),
+            plural: cache.resource.plural.clone(),
+            namespaced: cache.namespaced,
+            objects,
+        })
     }
 
     /// `get_resource`: from the cache, or from the API server with `disable_cache`.

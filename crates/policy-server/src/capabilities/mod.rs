@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::ToSocketAddrs;
 
-use policy_evaluator::host::HostCapabilities;
+use policy_evaluator::host::{HostCapabilities, KindObjects};
 use serde_json::json;
 
 use crate::fetch::Fetcher;
@@ -179,6 +179,18 @@ impl HostCapabilities for ServerCapabilities {
             },
             other => Err(format!("unknown namespace: {other}")),
         }
+    }
+
+    fn context_objects(&self, policy_id: &str) -> Result<Vec<KindObjects>, String> {
+        let Some(kinds) = self
+            .context_grants
+            .get(policy_id)
+            .filter(|kinds| !kinds.is_empty())
+        else {
+            return Ok(Vec::new());
+        };
+        let context = self.kubernetes()?;
+        kinds.iter().map(|kind| context.objects(kind)).collect()
     }
 }
 
