@@ -3,7 +3,9 @@
 // stdin, and reads the answer from stdout.
 //
 // It rejects objects carrying a label listed in the `denied_labels` setting, like the Rust
-// reject-by-label waPC policy, so both execution modes can be compared.
+// reject-by-label waPC policy, so both execution modes can be compared. With `resolve_host`
+// set it asks the host to resolve that name (`net/v1/dns_lookup_host` through the WASI
+// `host.call` import) and accepts with the addresses as a warning.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 
 type settings struct {
 	DeniedLabels []string `json:"denied_labels"`
+	ResolveHost  string   `json:"resolve_host"`
 }
 
 type validationRequest struct {
@@ -29,9 +32,10 @@ type validationRequest struct {
 }
 
 type validationResponse struct {
-	Accepted bool   `json:"accepted"`
-	Message  string `json:"message,omitempty"`
-	Code     int    `json:"code,omitempty"`
+	Accepted bool     `json:"accepted"`
+	Message  string   `json:"message,omitempty"`
+	Code     int      `json:"code,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 type settingsResponse struct {
@@ -75,6 +79,23 @@ func main() {
 				answer(validationResponse{Accepted: false, Message: fmt.Sprintf("label %s is not allowed", label), Code: 403})
 				return
 			}
+		}
+		if host := request.Settings.ResolveHost; host != "" {
+			query, _ := json.Marshal(host)
+			reply, err := callHost("net", "v1/dns_lookup_host", query)
+			if err != nil {
+				answer(validationResponse{Accepted: false, Message: fmt.Sprintf("cannot resolve %s: %s", host, err), Code: 400})
+				return
+			}
+			var resolved struct {
+				Ips []string `json:"ips"`
+			}
+			if err := json.Unmarshal(reply, &resolved); err != nil {
+				fmt.Fprintln(os.Stderr, "cannot parse the host's answer:", err)
+				os.Exit(1)
+			}
+			answer(validationResponse{Accepted: true, Warnings: []string{fmt.Sprintf("%s resolves to %v", host, resolved.Ips)}})
+			return
 		}
 		answer(validationResponse{Accepted: true})
 	default:

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use wasmtime::{Instance, InstancePre, Memory, Store, TypedFunc};
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::engine::deadline_ticks;
@@ -17,6 +17,7 @@ use crate::opa::{self, OpaInstance};
 use crate::response::{AdmissionResponse, SettingsValidationResponse, ValidationResponse};
 use crate::reuse::{IdleInstances, Reusable};
 use crate::wapc::{HostState, WapcCall};
+use crate::wasi_stdin::GrowingStdin;
 
 /// How a policy is run, besides its module.
 #[derive(Debug, Clone)]
@@ -281,6 +282,7 @@ impl PolicyEvaluator {
             policy_id: self.policy_id.clone(),
             granted: self.granted.clone(),
             host: self.host.clone(),
+            stdin: None,
         };
         let mut store = Store::new(self.module.engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -310,13 +312,15 @@ impl PolicyEvaluator {
         };
         let stdout = MemoryOutputPipe::new(WASI_OUTPUT_LIMIT);
         let stderr = MemoryOutputPipe::new(WASI_OUTPUT_LIMIT);
+        let stdin = GrowingStdin::new(payload);
         let wasi = WasiCtxBuilder::new()
             .args(&["policy.wasm", argument])
-            .stdin(MemoryInputPipe::new(payload))
+            .stdin(stdin.clone())
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build_p1();
         let mut store = self.new_store(wasi);
+        store.data_mut().stdin = Some(stdin);
         let instance = self.instantiate(&mut store)?;
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")

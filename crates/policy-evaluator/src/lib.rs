@@ -60,6 +60,7 @@ mod opa;
 pub mod response;
 mod reuse;
 mod wapc;
+mod wasi_stdin;
 
 pub use engine::{EPOCH_TICK, EngineOptions, PolicyEngine, PoolingOptions};
 pub use error::{EvaluationError, LoadError};

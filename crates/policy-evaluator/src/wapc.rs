@@ -12,6 +12,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::host::{self, HostCapabilities};
 use crate::limits::MemoryLimiter;
+use crate::wasi_stdin::GrowingStdin;
 
 /// The state of one in-flight call.
 #[derive(Debug, Default)]
@@ -43,6 +44,8 @@ pub(crate) struct HostState {
     pub(crate) policy_id: Arc<str>,
     pub(crate) granted: Arc<[String]>,
     pub(crate) host: Arc<dyn HostCapabilities>,
+    /// The stdin of a WASI command, where `host.call` answers go.
+    pub(crate) stdin: Option<GrowingStdin>,
 }
 
 type HostResult<T> = wasmtime::Result<T>;
@@ -94,7 +97,29 @@ fn len_i32(len: usize) -> i32 {
     i32::try_from(len).unwrap_or(i32::MAX)
 }
 
-/// A linker with WASI and the `wapc` imports.
+/// Reads the four strings of a host call from guest memory and routes it.
+fn host_call(
+    caller: &mut Caller<'_, HostState>,
+    buffers: [(i32, i32); 4],
+) -> HostResult<Result<Vec<u8>, String>> {
+    let [binding, namespace, operation, payload] = buffers;
+    let binding = read(caller, binding.0, binding.1)?;
+    let namespace = read(caller, namespace.0, namespace.1)?;
+    let operation = read(caller, operation.0, operation.1)?;
+    let payload = read(caller, payload.0, payload.1)?;
+    let state = caller.data();
+    Ok(host::dispatch(
+        state.host.as_ref(),
+        &state.policy_id,
+        &state.granted,
+        &String::from_utf8_lossy(&binding),
+        &String::from_utf8_lossy(&namespace),
+        &String::from_utf8_lossy(&operation),
+        &payload,
+    ))
+}
+
+/// A linker with WASI, the `wapc` imports and the WASI policies' `host.call`.
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker: Linker<HostState> = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state| &mut state.wasi)?;
@@ -141,21 +166,16 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
          payload_ptr: i32,
          payload_len: i32|
          -> HostResult<i32> {
-            let binding = read(&mut caller, binding_ptr, binding_len)?;
-            let namespace = read(&mut caller, namespace_ptr, namespace_len)?;
-            let operation = read(&mut caller, operation_ptr, operation_len)?;
-            let payload = read(&mut caller, payload_ptr, payload_len)?;
-            let state = caller.data_mut();
-            let answer = host::dispatch(
-                state.host.as_ref(),
-                &state.policy_id,
-                &state.granted,
-                &String::from_utf8_lossy(&binding),
-                &String::from_utf8_lossy(&namespace),
-                &String::from_utf8_lossy(&operation),
-                &payload,
-            );
-            let call = &mut state.call;
+            let answer = host_call(
+                &mut caller,
+                [
+                    (binding_ptr, binding_len),
+                    (namespace_ptr, namespace_len),
+                    (operation_ptr, operation_len),
+                    (payload_ptr, payload_len),
+                ],
+            )?;
+            let call = &mut caller.data_mut().call;
             match answer {
                 Ok(response) => {
                     call.host_response = Some(response);
@@ -168,6 +188,46 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
                     Ok(0)
                 }
             }
+        },
+    )?;
+    // WASI policies (Kubewarden's Go SDK): the same call, answered on stdin, 0 for success.
+    linker.func_wrap(
+        "host",
+        "call",
+        |mut caller: Caller<'_, HostState>,
+         binding_ptr: i32,
+         binding_len: i32,
+         namespace_ptr: i32,
+         namespace_len: i32,
+         operation_ptr: i32,
+         operation_len: i32,
+         payload_ptr: i32,
+         payload_len: i32|
+         -> HostResult<i32> {
+            let answer = host_call(
+                &mut caller,
+                [
+                    (binding_ptr, binding_len),
+                    (namespace_ptr, namespace_len),
+                    (operation_ptr, operation_len),
+                    (payload_ptr, payload_len),
+                ],
+            )?;
+            let Some(stdin) = caller.data().stdin.clone() else {
+                return Err(wasmtime::Error::msg(
+                    "host.call is only available to WASI policies",
+                ));
+            };
+            Ok(match answer {
+                Ok(response) => {
+                    stdin.append(&response);
+                    0
+                }
+                Err(error) => {
+                    stdin.append(error.as_bytes());
+                    1
+                }
+            })
         },
     )?;
     linker.func_wrap(

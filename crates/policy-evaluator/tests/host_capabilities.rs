@@ -3,11 +3,14 @@
 //! provider here is an in-process stand-in; the policy-server's real one is tested against
 //! the local control plane.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use policy_evaluator::host::{HostCapabilities, KindObjects};
-use policy_evaluator::{EngineOptions, EvaluatorSettings, PolicyEngine, PolicyEvaluator};
+use policy_evaluator::{
+    EngineOptions, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
+};
 use serde_json::{Value, json};
 
 /// Answers `kubernetes/get_resource` for namespaces `labelled` (label `team`) and `bare`,
@@ -58,13 +61,27 @@ impl HostCapabilities for FakeCluster {
     }
 }
 
+/// Each fixture compiled once for all tests (the Go one is 3 MB).
+fn module(name: &str) -> Arc<PolicyModule> {
+    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
+    static MODULES: Mutex<BTreeMap<String, Arc<PolicyModule>>> = Mutex::new(BTreeMap::new());
+    let engine =
+        ENGINE.get_or_init(|| PolicyEngine::new(&EngineOptions::default()).expect("engine"));
+    let mut modules = MODULES.lock().unwrap_or_else(PoisonError::into_inner);
+    modules
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(format!("{name}.wasm"));
+            let wasm = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Arc::new(engine.load(&wasm).expect("loads"))
+        })
+        .clone()
+}
+
 fn evaluator(name: &str, settings: Value, granted: &[&str]) -> PolicyEvaluator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("{name}.wasm"));
-    let wasm = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let engine = PolicyEngine::new(&EngineOptions::default()).expect("engine");
-    let module = Arc::new(engine.load(&wasm).expect("loads"));
+    let module = module(name);
     let mut config = EvaluatorSettings::new(name);
     config.settings = Some(settings);
     config.host_capabilities = granted.iter().map(|g| g.to_string()).collect();
@@ -166,4 +183,33 @@ fn context_aware_rego_policies_see_the_cluster_as_data() {
             );
         }
     }
+}
+
+#[test]
+fn wasi_policies_call_the_host_through_stdin() {
+    let policy = evaluator("wasi-go", json!({"resolve_host": "db.example"}), &["net/*"]);
+    let response = policy.validate(&pod_in("default")).expect("evaluates");
+    assert!(response.allowed, "{response:?}");
+    assert_eq!(
+        response.warnings,
+        Some(vec![
+            "db.example resolves to [10.0.0.7 fd00::7]".to_string()
+        ])
+    );
+    let unknown = evaluator(
+        "wasi-go",
+        json!({"resolve_host": "nowhere.example"}),
+        &["net/*"],
+    );
+    let response = unknown.validate(&pod_in("default")).expect("evaluates");
+    assert!(!response.allowed);
+    assert_eq!(
+        response.status.and_then(|s| s.message).as_deref(),
+        Some("cannot resolve nowhere.example: no such host")
+    );
+    let refused = evaluator("wasi-go", json!({"resolve_host": "db.example"}), &[]);
+    let response = refused.validate(&pod_in("default")).expect("evaluates");
+    assert!(response.status.and_then(|s| s.message).is_some_and(|m| {
+        m.contains("has not been granted access to the 'net/v1/dns_lookup_host'")
+    }),);
 }
