@@ -5,6 +5,7 @@
 //! Evaluations run on plain threads and the capabilities are asynchronous, so each call is
 //! driven to completion on the server's tokio runtime from the evaluating thread.
 
+mod crypto;
 pub mod kubernetes;
 mod oci;
 pub mod query;
@@ -172,9 +173,7 @@ impl HostCapabilities for ServerCapabilities {
                 other => Err(format!("unknown operation: {other}")),
             },
             "crypto" => match operation {
-                "v1/is_certificate_trusted" => Err(
-                    "certificate verification is not supported by this policy-server yet".into(),
-                ),
+                "v1/is_certificate_trusted" => crypto::is_certificate_trusted(payload),
                 other => Err(format!("unknown operation: {other}")),
             },
             other => Err(format!("unknown namespace: {other}")),
