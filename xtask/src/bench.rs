@@ -112,20 +112,27 @@ fn twenty_policies(dir: &Path, fixture: &Path) -> Result<PathBuf> {
     Ok(policies)
 }
 
+/// Empties `dir` and writes what a wrk run against a local policy-server needs: TLS files for
+/// localhost, the wrk script and a Pod AdmissionReview body.
+pub(crate) fn prepare_load_dir(dir: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    write_localhost_certificates(dir)?;
+    std::fs::write(dir.join("bench.lua"), WRK_SCRIPT)?;
+    std::fs::write(
+        dir.join("body.json"),
+        pod_review("bench", r#"{"app":"web"}"#),
+    )?;
+    Ok(())
+}
+
 pub fn run(root: &Path, seconds: u32) -> Result<()> {
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk is missing: apt-get install wrk");
     }
     let binary = build(root, true)?;
     let dir = cache_root().join("bench");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    write_localhost_certificates(&dir)?;
-    std::fs::write(dir.join("bench.lua"), WRK_SCRIPT)?;
-    std::fs::write(
-        dir.join("body.json"),
-        pod_review("bench", r#"{"app":"web"}"#),
-    )?;
+    prepare_load_dir(&dir)?;
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
     let policies = dir.join("policies.yml");
     std::fs::write(

@@ -122,17 +122,28 @@ fn create_policies() -> Result<()> {
     Ok(())
 }
 
-fn cleanup() {
+/// Deletes `namespace` (waiting until it is gone) and creates it again, empty.
+pub(crate) fn recreate_namespace(namespace: &str) -> Result<()> {
+    delete_namespace(namespace);
+    kubectl(&["create", "namespace", namespace], None)?;
+    Ok(())
+}
+
+fn delete_namespace(namespace: &str) {
     let _ = kubectl(
         &[
             "delete",
             "namespace",
-            NAMESPACE,
+            namespace,
             "--ignore-not-found",
             "--wait=true",
         ],
         None,
     );
+}
+
+fn cleanup() {
+    delete_namespace(NAMESPACE);
     for i in 0..POLICIES {
         let _ = kubectl(
             &[

@@ -11,10 +11,8 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::bench::{WRK_SCRIPT, wrk};
-use crate::bench_audit::{config_maps, kubectl, rerun_in_cluster};
-use crate::certs::write_localhost_certificates;
-use crate::demo::pod_review;
+use crate::bench::{prepare_load_dir, wrk};
+use crate::bench_audit::{config_maps, kubectl, recreate_namespace, rerun_in_cluster};
 use crate::local_server::{LocalPolicyServer, build};
 
 const NAMESPACE: &str = "bench-context";
@@ -48,26 +46,8 @@ fn run_inside(root: &Path, resources: u32, seconds: u32) -> Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let dir = target.join("bench").join("context");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    write_localhost_certificates(&dir)?;
-    std::fs::write(dir.join("bench.lua"), WRK_SCRIPT)?;
-    std::fs::write(
-        dir.join("body.json"),
-        pod_review("bench", r#"{"app":"web"}"#),
-    )?;
-
-    let _ = kubectl(
-        &[
-            "delete",
-            "namespace",
-            NAMESPACE,
-            "--ignore-not-found",
-            "--wait=true",
-        ],
-        None,
-    );
-    kubectl(&["create", "namespace", NAMESPACE], None)?;
+    prepare_load_dir(&dir)?;
+    recreate_namespace(NAMESPACE)?;
     println!("==> creating {resources} ConfigMaps");
     let started = Instant::now();
     kubectl(
