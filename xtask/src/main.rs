@@ -4,6 +4,7 @@ mod bench;
 mod bench_audit;
 mod bench_context;
 mod certs;
+mod chaos;
 mod cluster;
 mod crds;
 mod demo;
@@ -67,6 +68,17 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         resources: u32,
     },
+    /// Faults against the real policy-server under steady load: policies that loop, allocate
+    /// without bound, trap and overflow their stack, and a certificate rotation. Fails if a
+    /// fault is not contained or a healthy request is lost; writes target/bench/chaos.md.
+    Chaos {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// Use the debug build of the policy-server (what the test run has built already).
+        #[arg(long)]
+        debug: bool,
+    },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
     /// Run the end-to-end scenarios: on the local control plane (controller and policy-servers
@@ -121,6 +133,7 @@ fn main() -> Result<()> {
         Command::Test { fast } => test::run(fast),
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
+        Command::Chaos { seconds, debug } => chaos::run(&repo_root(), seconds, debug),
         Command::Helm { args } => helm::exec(&args),
         Command::E2e { kind: false } => e2e::run(&repo_root()),
         Command::E2e { kind: true } => e2e::run_kind(&repo_root()),

@@ -29,6 +29,9 @@ fn cargo_path() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
+/// Load seconds of the fault suite in the full test run (`cargo xtask chaos` runs longer).
+const CHAOS_SECONDS: u32 = 6;
+
 pub fn run(fast_only: bool) -> Result<()> {
     // Chart tests need helm: the full run builds it (once); the fast run uses it if present.
     let helm = if fast_only {
@@ -54,6 +57,8 @@ pub fn run(fast_only: bool) -> Result<()> {
     if fast_only {
         return Ok(());
     }
+    println!("==> faults under load (cargo xtask chaos, short)");
+    crate::chaos::run(&crate::repo_root(), CHAOS_SECONDS, true)?;
     let layout = ClusterLayout::default_location();
     println!("==> local control plane");
     let already_up = cluster::is_up(&layout);
