@@ -1,11 +1,15 @@
 //! `cargo xtask chaos [--seconds N] [--debug]`: faults against the real policy-server while
 //! wrk keeps a steady load on a healthy policy. Policies that loop, allocate without bound,
-//! trap and overflow their stack are called one after the other for the whole run, and the
-//! server's certificate is rotated on disk half-way. Each hostile call must be answered
-//! (HTTP 200, allowed=false, code 500, the fault named) within its limit, and the healthy
-//! policy must lose no request. Prints a table and writes target/bench/chaos.md.
+//! trap and overflow their stack, and one whose module download broke off mid-way, are called
+//! one after the other for the whole run, and the server's certificate is rotated on disk
+//! half-way. Each faulty call must be answered (HTTP 200, allowed=false, code 500, the fault
+//! named) within its limit, and the healthy policy must lose no request. At the end the server
+//! gets SIGTERM with requests in flight, which must all be answered before it exits. Prints a
+//! table and writes target/bench/chaos.md.
 
 use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +26,8 @@ use crate::local_server::{LocalPolicyServer, build};
 /// time an answer may take.
 struct Fault {
     id: &'static str,
+    /// How the table names it.
+    label: &'static str,
     behaviour: &'static str,
     expected: &'static str,
     limit: Duration,
@@ -30,29 +36,42 @@ struct Fault {
 const FAULTS: &[Fault] = &[
     Fault {
         id: "loops",
+        label: "a policy that loops",
         behaviour: "loop",
         expected: "Policy execution interrupted because it exceeded the allowed execution time",
         limit: Duration::from_millis(1_700),
     },
     Fault {
         id: "allocates",
+        label: "a policy that allocates without bound",
         behaviour: "allocate",
         expected: "exceeded its memory limit",
         limit: Duration::from_secs(3),
     },
     Fault {
         id: "traps",
+        label: "a policy that traps",
         behaviour: "trap",
         expected: "the policy trapped",
         limit: Duration::from_millis(500),
     },
     Fault {
         id: "overflows-its-stack",
+        label: "a policy that overflows its stack",
         behaviour: "recurse",
         expected: "overflowed its stack",
         limit: Duration::from_millis(500),
     },
 ];
+
+/// The policy whose module download breaks off half-way (served by [`truncating_server`]).
+const DOWNLOAD_FAULT: Fault = Fault {
+    id: "download-broke-off",
+    label: "a policy whose module download broke off",
+    behaviour: "",
+    expected: "the download broke off",
+    limit: Duration::from_millis(500),
+};
 
 /// What happened to one hostile policy during the run.
 #[derive(Debug, Default)]
@@ -69,12 +88,25 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
     let binary = build(root, !debug)?;
     let dir = cache_root().join("chaos");
     prepare_load_dir(&dir)?;
-    let policies = write_policies(root, &dir)?;
-    let server = LocalPolicyServer::start(
+    let download_port = truncating_server()?;
+    let policies = write_policies(root, &dir, download_port)?;
+    let sources = dir.join("sources.yml");
+    std::fs::write(
+        &sources,
+        format!("insecure_sources: [\"127.0.0.1:{download_port}\"]\n"),
+    )?;
+    let mut server = LocalPolicyServer::start(
         &binary,
         &dir,
         &policies,
-        &["--workers", "2", "--log-level", "error"],
+        &[
+            "--workers",
+            "2",
+            "--log-level",
+            "error",
+            "--sources-path",
+            &sources.display().to_string(),
+        ],
     )?;
     let port = server.port;
 
@@ -85,10 +117,11 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
     let load = std::thread::spawn(move || wrk(&load_dir, port, "/validate/accept-all", 4, seconds));
     let started = Instant::now();
     let run_for = Duration::from_secs(seconds.into());
-    let mut outcomes: Vec<FaultOutcome> = FAULTS.iter().map(|_| FaultOutcome::default()).collect();
+    let faults: Vec<&Fault> = FAULTS.iter().chain([&DOWNLOAD_FAULT]).collect();
+    let mut outcomes: Vec<FaultOutcome> = faults.iter().map(|_| FaultOutcome::default()).collect();
     let mut rotated = false;
     while started.elapsed() < run_for {
-        for (fault, outcome) in FAULTS.iter().zip(outcomes.iter_mut()) {
+        for (fault, outcome) in faults.iter().zip(outcomes.iter_mut()) {
             call_fault(&dir, port, fault, outcome)?;
         }
         if !rotated && started.elapsed() >= run_for / 2 {
@@ -101,6 +134,7 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
     let still_serving = call(&dir, port, "/validate/accept-all")?;
+    let drain = sigterm_drains(&mut server, &dir)?;
     drop(server);
 
     let mut table = String::from(
@@ -108,11 +142,11 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
     );
     let total = (load.requests_per_second * f64::from(seconds)).round();
     let mut failures = Vec::new();
-    for (fault, outcome) in FAULTS.iter().zip(&outcomes) {
+    for (fault, outcome) in faults.iter().zip(&outcomes) {
         writeln!(
             table,
-            "| policy that {} | {} | {} ms (limit {} ms) | {} | {total:.0} | {} |",
-            fault.id.replace('-', " "),
+            "| {} | {} | {} ms (limit {} ms) | {} | {total:.0} | {} |",
+            fault.label,
             outcome.calls,
             outcome.slowest.as_millis(),
             fault.limit.as_millis(),
@@ -131,6 +165,18 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
         if rotated { "yes" } else { "not reached" },
         load.errors
     )?;
+    writeln!(
+        table,
+        "| SIGTERM with {} requests in flight | {} answered | - | {} | - | - |",
+        drain.in_flight,
+        drain.answered,
+        if drain.problems.is_empty() {
+            "yes"
+        } else {
+            "no"
+        }
+    )?;
+    failures.extend(drain.problems.iter().map(|p| format!("SIGTERM: {p}")));
     println!("\n{table}");
     let out = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from)
@@ -152,7 +198,7 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
     Ok(())
 }
 
-fn write_policies(root: &Path, dir: &Path) -> Result<PathBuf> {
+fn write_policies(root: &Path, dir: &Path, download_port: u16) -> Result<PathBuf> {
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
     let module = |name: &str| format!("file://{}", fixtures.join(name).display());
     let mut policies = serde_json::Map::new();
@@ -167,9 +213,97 @@ fn write_policies(root: &Path, dir: &Path) -> Result<PathBuf> {
                 "settings": {"behaviour": fault.behaviour}}),
         );
     }
+    policies.insert(
+        DOWNLOAD_FAULT.id.into(),
+        serde_json::json!({"module": format!("http://127.0.0.1:{download_port}/policy.wasm")}),
+    );
     let path = dir.join("policies.yml");
     std::fs::write(&path, Value::Object(policies).to_string())?;
     Ok(path)
+}
+
+/// An HTTP server that promises 100 000 bytes, sends 1 000 and hangs up; returns its port.
+fn truncating_server() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding the truncating server")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let mut answer =
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/wasm\r\nContent-Length: 100000\r\n\r\n"
+                    .to_vec();
+            answer.extend_from_slice(&[0u8; 1000]);
+            let _ = stream.write_all(&answer);
+        }
+    });
+    Ok(port)
+}
+
+/// What SIGTERM did to requests in flight.
+struct Drain {
+    in_flight: usize,
+    answered: usize,
+    problems: Vec<String>,
+}
+
+/// Sends SIGTERM while two slow requests (the looping policy, 1 s each) are in flight: both
+/// must be answered, the server must exit successfully and refuse new requests.
+fn sigterm_drains(server: &mut LocalPolicyServer, dir: &Path) -> Result<Drain> {
+    const IN_FLIGHT: usize = 2;
+    let port = server.port;
+    let requests: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let dir = dir.to_path_buf();
+            std::thread::spawn(move || call(&dir, port, "/validate/loops"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .context("sending SIGTERM")?;
+    if !status.success() {
+        bail!("kill -TERM failed");
+    }
+    let mut problems = Vec::new();
+    let mut answered = 0;
+    for request in requests {
+        let answer = request
+            .join()
+            .map_err(|_| anyhow::anyhow!("a request thread panicked"))??;
+        let message = answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        if message.contains(FAULTS[0].expected) {
+            answered += 1;
+        } else {
+            problems.push(format!("an in-flight request got {answer}"));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait()? {
+            break Some(exit);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    match exit {
+        Some(exit) if exit.success() => {}
+        other => problems.push(format!("the server did not exit cleanly: {other:?}")),
+    }
+    if call(dir, port, "/validate/accept-all")? != Value::Null {
+        problems.push("the server still answered after SIGTERM".into());
+    }
+    Ok(Drain {
+        in_flight: IN_FLIGHT,
+        answered,
+        problems,
+    })
 }
 
 fn call_fault(dir: &Path, port: u16, fault: &Fault, outcome: &mut FaultOutcome) -> Result<()> {

@@ -109,6 +109,9 @@ impl LocalPolicyServer {
 
 impl Drop for LocalPolicyServer {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -178,6 +178,63 @@ fn verdicts_shaping_and_errors_over_https() {
     assert_eq!(status, 400);
 }
 
+/// Whether an openssl client offering only `args` (a version or a cipher) completes a
+/// handshake with the server. The client's own security level is lowered so that a refusal
+/// comes from the server.
+fn handshake_succeeds(server: &Server, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", server.port),
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success()
+}
+
+#[test]
+fn only_tls_1_2_and_1_3_with_aead_ciphers_are_accepted() {
+    let (dir, _pki) = setup("tls-versions");
+    let server = start(&dir, None, &[]);
+    assert!(handshake_succeeds(&server, &["-tls1_3"]));
+    assert!(handshake_succeeds(&server, &["-tls1_2"]));
+    for old in ["-tls1_1", "-tls1"] {
+        assert!(
+            !handshake_succeeds(&server, &[old, "-cipher", "DEFAULT:@SECLEVEL=0"]),
+            "{old} must be refused"
+        );
+    }
+    // TLS 1.2 with ECDHE and AES-GCM works with the same kind of client arguments...
+    assert!(handshake_succeeds(
+        &server,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-GCM-SHA256:@SECLEVEL=0"
+        ]
+    ));
+    // ...while TLS 1.2 without forward secrecy or with CBC is refused.
+    for cipher in [
+        "AES128-SHA",
+        "AES256-GCM-SHA384",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-ECDSA-AES128-SHA",
+    ] {
+        assert!(
+            !handshake_succeeds(
+                &server,
+                &["-tls1_2", "-cipher", &format!("{cipher}:@SECLEVEL=0")]
+            ),
+            "{cipher} must be refused"
+        );
+    }
+}
+
 #[test]
 fn oversized_bodies_are_refused() {
     let (dir, _pki) = setup("oversized");
