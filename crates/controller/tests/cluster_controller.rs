@@ -142,6 +142,7 @@ async fn controller_reconciles_policy_servers_and_policies() {
     controller.abort();
 
     controller_binary(&cluster).await;
+    killed_mid_reconcile(&cluster).await;
     cluster.cleanup().await;
 }
 
@@ -649,24 +650,125 @@ async fn http_get(address: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, response))
 }
 
-/// The real binary: leader election through the Lease, health and metrics endpoints, and the
-/// lease handed back on SIGTERM.
-async fn controller_binary(cluster: &TestCluster) {
+/// Starts the real binary with leader election, against the test namespace.
+fn spawn_binary(cluster: &TestCluster, port: u16) -> tokio::process::Child {
     let kubeconfig = std::env::var(test_cluster::KUBECONFIG_ENV).expect("kubeconfig");
-    let port = 42000 + (std::process::id() % 1000) as u16 * 2;
-    let health = format!("127.0.0.1:{port}");
-    let metrics = format!("127.0.0.1:{}", port + 1);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"))
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"))
         .args([
             "--leader-elect",
             &format!("--deployments-namespace={}", cluster.namespace),
-            &format!("--health-probe-bind-address={health}"),
-            &format!("--metrics-bind-address={metrics}"),
+            &format!("--health-probe-bind-address=127.0.0.1:{port}"),
+            &format!("--metrics-bind-address=127.0.0.1:{}", port + 1),
         ])
         .env("KUBECONFIG", kubeconfig)
         .kill_on_drop(true)
         .spawn()
-        .expect("controller starts");
+        .expect("controller starts")
+}
+
+/// The binary killed (SIGKILL, lease not released) while it is creating a PolicyServer's
+/// objects: a second one takes the lease over when it expires, finishes the job, and there is
+/// exactly one of each object.
+async fn killed_mid_reconcile(cluster: &TestCluster) {
+    let port = 44000 + (std::process::id() % 1000) as u16 * 2;
+    let name = unique_name("crash");
+    let resource = naming::policy_server_resource_name(&name);
+    let mut first = spawn_binary(cluster, port);
+    let servers = cluster.cluster_wide::<PolicyServer>();
+    servers
+        .create(&PostParams::default(), &policy_server(&name, json!({})))
+        .await
+        .expect("creates the PolicyServer");
+    let secrets = cluster.namespaced::<Secret>();
+    wait_until(
+        "the first controller started on the PolicyServer",
+        WAIT,
+        || async { Ok(secrets.get_opt(&resource).await?.is_some()) },
+    )
+    .await
+    .expect("secret written");
+    first.start_kill().expect("SIGKILL");
+    let _ = first.wait().await;
+
+    let mut second = spawn_binary(cluster, port);
+    let deployments = cluster.namespaced::<Deployment>();
+    let services = cluster.namespaced::<Service>();
+    // The dead controller's lease must expire first (15 s).
+    wait_until(
+        "the second controller finished the PolicyServer",
+        Duration::from_secs(60),
+        || async {
+            Ok(deployments.get_opt(&resource).await?.is_some()
+                && services.get_opt(&resource).await?.is_some())
+        },
+    )
+    .await
+    .expect("converged after the crash");
+    let named = |names: Vec<String>| names.iter().filter(|n| n.starts_with(&resource)).count();
+    let list = ListParams::default();
+    let counts = [
+        named(
+            secrets
+                .list(&list)
+                .await
+                .expect("secrets")
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect(),
+        ),
+        named(
+            cluster
+                .namespaced::<ConfigMap>()
+                .list(&list)
+                .await
+                .expect("configmaps")
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect(),
+        ),
+        named(
+            deployments
+                .list(&list)
+                .await
+                .expect("deployments")
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect(),
+        ),
+        named(
+            services
+                .list(&list)
+                .await
+                .expect("services")
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect(),
+        ),
+    ];
+    assert_eq!(
+        counts,
+        [1, 1, 1, 1],
+        "one Secret, ConfigMap, Deployment and Service"
+    );
+    // The finalizer needs a running controller.
+    delete_policy_server(cluster, &name).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &second.id().expect("pid").to_string()])
+        .status();
+    let _ = second.wait().await;
+}
+
+/// The real binary: leader election through the Lease, health and metrics endpoints, and the
+/// lease handed back on SIGTERM.
+async fn controller_binary(cluster: &TestCluster) {
+    let port = 42000 + (std::process::id() % 1000) as u16 * 2;
+    let health = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", port + 1);
+    let mut child = spawn_binary(cluster, port);
     let leases = cluster.namespaced::<k8s_openapi::api::coordination::v1::Lease>();
     let lease_holder = || async {
         let lease = leases
