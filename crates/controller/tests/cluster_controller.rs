@@ -704,50 +704,11 @@ async fn killed_mid_reconcile(cluster: &TestCluster) {
     )
     .await
     .expect("converged after the crash");
-    let named = |names: Vec<String>| names.iter().filter(|n| n.starts_with(&resource)).count();
-    let list = ListParams::default();
     let counts = [
-        named(
-            secrets
-                .list(&list)
-                .await
-                .expect("secrets")
-                .items
-                .iter()
-                .map(|o| o.name_any())
-                .collect(),
-        ),
-        named(
-            cluster
-                .namespaced::<ConfigMap>()
-                .list(&list)
-                .await
-                .expect("configmaps")
-                .items
-                .iter()
-                .map(|o| o.name_any())
-                .collect(),
-        ),
-        named(
-            deployments
-                .list(&list)
-                .await
-                .expect("deployments")
-                .items
-                .iter()
-                .map(|o| o.name_any())
-                .collect(),
-        ),
-        named(
-            services
-                .list(&list)
-                .await
-                .expect("services")
-                .items
-                .iter()
-                .map(|o| o.name_any())
-                .collect(),
-        ),
+        count_named(&secrets, &resource).await,
+        count_named(&cluster.namespaced::<ConfigMap>(), &resource).await,
+        count_named(&deployments, &resource).await,
+        count_named(&services, &resource).await,
     ];
     assert_eq!(
         counts,
@@ -760,6 +721,20 @@ async fn killed_mid_reconcile(cluster: &TestCluster) {
         .args(["-TERM", &second.id().expect("pid").to_string()])
         .status();
     let _ = second.wait().await;
+}
+
+/// Objects of `api` whose names start with `prefix`.
+async fn count_named<K>(api: &Api<K>, prefix: &str) -> usize
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .expect("lists")
+        .items
+        .iter()
+        .filter(|object| object.name_any().starts_with(prefix))
+        .count()
 }
 
 /// The real binary: leader election through the Lease, health and metrics endpoints, and the

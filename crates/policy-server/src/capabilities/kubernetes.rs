@@ -161,8 +161,8 @@ impl KubernetesContext {
         }
         let labels = parse_label_selector(query.label_selector.as_deref().unwrap_or_default())?;
         let fields = FieldSelector::parse(query.field_selector.as_deref().unwrap_or_default())?;
-        let mut items = Vec::new();
         // Cheap checks on the typed object first: only matches are turned into JSON.
+        let mut matches = Vec::new();
         for object in cache.store.state() {
             if namespace.is_some_and(|ns| object.metadata.namespace.as_deref() != Some(ns))
                 || !labels_match(&labels, object.metadata.labels.as_ref())
@@ -171,10 +171,15 @@ impl KubernetesContext {
             }
             let value = object_json(&object, &cache.resource)?;
             if fields.matches(&value) {
-                items.push(apply_field_masks(&value, &query.field_masks));
+                let key = (
+                    object.metadata.namespace.clone().unwrap_or_default(),
+                    object.metadata.name.clone().unwrap_or_default(),
+                );
+                matches.push((key, apply_field_masks(&value, &query.field_masks)));
             }
         }
-        items.sort_by_key(object_key);
+        matches.sort_by(|a, b| a.0.cmp(&b.0));
+        let items: Vec<Value> = matches.into_iter().map(|(_, item)| item).collect();
         Ok(json!({
             "apiVersion": query.api_version,
             "kind": format!("{}List", query.kind),
@@ -300,17 +305,6 @@ fn object_json(object: &DynamicObject, resource: &ApiResource) -> Result<Value, 
         map.insert("kind".into(), Value::String(resource.kind.clone()));
     }
     Ok(value)
-}
-
-fn object_key(object: &Value) -> (String, String) {
-    let text = |pointer: &str| {
-        object
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    (text("/metadata/namespace"), text("/metadata/name"))
 }
 
 /// Payload of `list_resources_by_namespace` and `list_resources_all`.
