@@ -9,6 +9,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod e2e;
+mod fuzz;
 mod go_tool;
 mod helm;
 mod images;
@@ -79,6 +80,12 @@ enum Command {
         #[arg(long)]
         debug: bool,
     },
+    /// Run every cargo-fuzz target in fuzz/ for a bounded time (needs cargo-fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Build the test policies in policies/ and write the annotated fixtures.
     Policies,
     /// Run the end-to-end scenarios: on the local control plane (controller and policy-servers
@@ -133,6 +140,7 @@ fn main() -> Result<()> {
         Command::Test { fast } => test::run(fast),
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
+        Command::Fuzz { seconds } => fuzz::run(&repo_root(), seconds),
         Command::Chaos { seconds, debug } => chaos::run(&repo_root(), seconds, debug),
         Command::Helm { args } => helm::exec(&args),
         Command::E2e { kind: false } => e2e::run(&repo_root()),

@@ -205,6 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn numbers_of_a_mutation_keep_their_exact_value() {
+        // Found by the json_patch fuzz target: without serde_json's `float_roundtrip`, this
+        // number came back one unit in the last place off.
+        let original = json!({"a": 8});
+        let mutated: Value = serde_json::from_str(r#"{"a": 8.888888888888888e+46}"#).expect("json");
+        assert_eq!(mutated["a"].as_f64(), Some(8.888888888888888e46));
+        let answer = ValidationResponse {
+            accepted: true,
+            mutated_object: Some(mutated.clone()),
+            ..Default::default()
+        };
+        let response = AdmissionResponse::from_validation("u", &original, answer);
+        let patch: json_patch::Patch =
+            serde_json::from_value(response.decoded_patch().expect("patch")).expect("a patch");
+        let mut patched = original.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        assert_eq!(patched, mutated);
+    }
+
+    #[test]
     fn unchanged_mutated_object_gives_no_patch() {
         let original = json!({"a": 1});
         let answer = ValidationResponse {
