@@ -230,8 +230,7 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
     )?;
     let report = format!("{table}\n{summary}");
     println!("\n{report}");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::local_server::target_dir(root);
     let out = target.join("bench/policy-server.md");
     std::fs::create_dir_all(out.parent().context("bench dir")?)?;
     std::fs::write(&out, report)?;

@@ -72,9 +72,21 @@ pub(crate) fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Creates the [`config_maps`] in `namespace` and says how long it took.
+pub(crate) fn create_config_maps(namespace: &str, resources: u32) -> Result<()> {
+    println!("==> creating {resources} ConfigMaps");
+    let started = Instant::now();
+    kubectl(
+        &["create", "-f", "-", "-o", "name"],
+        Some(&config_maps(namespace, resources)),
+    )?;
+    println!("    created in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// `resources` ConfigMaps `cm-<i>` in `namespace`, as a List; labelled `bucket: i % 1000`,
 /// and every second one with the denied label.
-pub(crate) fn config_maps(namespace: &str, resources: u32) -> String {
+fn config_maps(namespace: &str, resources: u32) -> String {
     let items: Vec<serde_json::Value> = (0..resources)
         .map(|i| {
             let mut labels =
@@ -173,9 +185,7 @@ fn run_inside(root: &Path, resources: u32) -> Result<()> {
     if !status.success() {
         bail!("building the release binaries failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::local_server::target_dir(root);
     let bin = target.join("release");
     let dir = target.join("bench").join("audit");
     std::fs::create_dir_all(&dir)?;
@@ -183,13 +193,7 @@ fn run_inside(root: &Path, resources: u32) -> Result<()> {
 
     cleanup();
     kubectl(&["create", "namespace", NAMESPACE], None)?;
-    println!("==> creating {resources} ConfigMaps");
-    let started = Instant::now();
-    kubectl(
-        &["create", "-f", "-", "-o", "name"],
-        Some(&config_maps(NAMESPACE, resources)),
-    )?;
-    println!("    created in {:.1} s", started.elapsed().as_secs_f64());
+    create_config_maps(NAMESPACE, resources)?;
     create_policies()?;
 
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");

@@ -6,13 +6,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
 
 use crate::bench::{prepare_load_dir, wrk};
-use crate::bench_audit::{config_maps, kubectl, recreate_namespace, rerun_in_cluster};
+use crate::bench_audit::{create_config_maps, kubectl, recreate_namespace, rerun_in_cluster};
 use crate::local_server::{LocalPolicyServer, build};
 
 const NAMESPACE: &str = "bench-context";
@@ -42,19 +41,11 @@ fn host_call(fixtures: &Path, operation: &str, payload: serde_json::Value) -> se
 
 fn run_inside(root: &Path, resources: u32, seconds: u32) -> Result<()> {
     let binary = build(root, true)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::local_server::target_dir(root);
     let dir = target.join("bench").join("context");
     prepare_load_dir(&dir)?;
     recreate_namespace(NAMESPACE)?;
-    println!("==> creating {resources} ConfigMaps");
-    let started = Instant::now();
-    kubectl(
-        &["create", "-f", "-", "-o", "name"],
-        Some(&config_maps(NAMESPACE, resources)),
-    )?;
-    println!("    created in {:.1} s", started.elapsed().as_secs_f64());
+    create_config_maps(NAMESPACE, resources)?;
 
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
     let baseline_policies = dir.join("baseline.yml");

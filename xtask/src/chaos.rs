@@ -178,9 +178,7 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
     )?;
     failures.extend(drain.problems.iter().map(|p| format!("SIGTERM: {p}")));
     println!("\n{table}");
-    let out = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("bench/chaos.md");
+    let out = crate::local_server::target_dir(root).join("bench/chaos.md");
     std::fs::create_dir_all(out.parent().context("bench dir")?)?;
     std::fs::write(&out, &table)?;
     if load.errors > 0 {

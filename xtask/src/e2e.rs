@@ -68,9 +68,7 @@ pub fn build_binaries(root: &Path, extra: &[&str]) -> Result<PathBuf> {
     if !status.success() {
         bail!("building the binaries failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::local_server::target_dir(root);
     Ok(target.join("debug"))
 }
 
@@ -153,9 +151,7 @@ pub fn run_kind(root: &Path) -> Result<()> {
     require("kind", &["version"])?;
     let helm = crate::helm::ensure()?;
     crate::images::run("ghcr.io", "e2e", false)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::local_server::target_dir(root);
     let logs = target.join("e2e-logs");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;

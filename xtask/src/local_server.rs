@@ -13,6 +13,12 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (CI keeps it outside the clone) or
+/// `<root>/target`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 /// Builds the policy-server (`release` or the dev profile) and returns the binary's path.
 pub fn build(root: &Path, release: bool) -> Result<PathBuf> {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -28,9 +34,7 @@ pub fn build(root: &Path, release: bool) -> Result<PathBuf> {
         },
         &mut cargo,
     )?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target
+    Ok(target_dir(root)
         .join(if release { "release" } else { "debug" })
         .join("policy-server"))
 }
