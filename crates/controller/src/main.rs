@@ -77,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    // kube builds its TLS configuration with rustls' process default; when the workspace is
+    // built together rustls carries two providers and has no default of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;

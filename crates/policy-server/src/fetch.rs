@@ -128,6 +128,18 @@ impl DockerCredentials {
     }
 }
 
+/// What a registry client needs to reach one registry.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Registries reached over plain HTTP (all insecure sources).
+    pub insecure_sources: Vec<String>,
+    /// The registry is an insecure source: its certificate is not checked.
+    pub accept_invalid_certificates: bool,
+    /// PEM certificate authorities trusted for the registry besides the system roots.
+    pub extra_root_pems: Vec<Vec<u8>>,
+    pub auth: RegistryAuth,
+}
+
 /// Fetches modules according to sources.yml and registry credentials.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
@@ -226,27 +238,49 @@ impl Fetcher {
         Ok(body.to_vec())
     }
 
+    /// How to reach `registry` (`host[:port]`): its sources.yml settings and credentials.
+    pub fn registry_settings(&self, registry: &str) -> Result<RegistrySettings, String> {
+        Ok(RegistrySettings {
+            insecure_sources: self.sources.insecure_sources.clone(),
+            accept_invalid_certificates: self.is_insecure(registry),
+            extra_root_pems: self.authorities(registry)?,
+            auth: self.credentials.auth_for(registry),
+        })
+    }
+
     /// A registry client for `parsed` (insecure sources, source authorities) and the
     /// credentials to use with it.
     pub fn registry_client(&self, parsed: &Reference) -> Result<(Client, RegistryAuth), String> {
-        let extra_root_certificates = self
-            .authorities(parsed.registry())?
-            .into_iter()
-            .map(|data| Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            })
-            .collect();
+        let settings = self.registry_settings(parsed.registry())?;
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.sources.insecure_sources.clone()),
-            accept_invalid_certificates: self.is_insecure(parsed.registry()),
-            extra_root_certificates,
+            protocol: ClientProtocol::HttpsExcept(settings.insecure_sources),
+            accept_invalid_certificates: settings.accept_invalid_certificates,
+            extra_root_certificates: settings
+                .extra_root_pems
+                .into_iter()
+                .map(|data| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data,
+                })
+                .collect(),
             ..Default::default()
         };
-        Ok((
-            Client::new(config),
-            self.credentials.auth_for(parsed.registry()),
-        ))
+        Ok((Client::new(config), settings.auth))
+    }
+
+    /// Pulls the module of the registry `url` at manifest `digest` (one its signatures were
+    /// verified for), whatever its tag points to now.
+    pub async fn fetch_at_digest(&self, url: &str, digest: &str) -> Result<Vec<u8>, String> {
+        let ModuleSource::Registry(reference) = ModuleSource::parse(url)? else {
+            return Err(format!("{url} is not in an OCI registry"));
+        };
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e| format!("{reference:?} is not an OCI reference: {e}"))?;
+        let pinned = parsed.clone_with_digest(digest.to_string());
+        let bytes = self.pull(&pinned.whole()).await?;
+        self.keep_copy(url, &bytes).await;
+        Ok(bytes)
     }
 
     async fn pull(&self, reference: &str) -> Result<Vec<u8>, String> {

@@ -9,6 +9,7 @@ mod metrics;
 mod pool;
 mod server;
 mod shaping;
+mod signatures;
 mod tls;
 
 use clap::Parser;
@@ -17,7 +18,15 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, LogFormat};
 
 fn init_logging(cli: &Cli) {
-    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // sigstore warns about every signature source an image lacks (no `.sig` tag, a registry
+    // without the referrers API) while checking it; verification failures carry their own
+    // reason, so its messages are shown only when asked for by name.
+    let level = if cli.log_level.contains("sigstore") {
+        cli.log_level.clone()
+    } else {
+        format!("{},sigstore=error", cli.log_level)
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

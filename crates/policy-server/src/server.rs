@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use api_types::config::{PoliciesConfig, SourcesConfig};
+use api_types::config::{PoliciesConfig, SourcesConfig, VerificationConfig};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,6 +24,7 @@ use crate::fetch::{DockerCredentials, Fetcher};
 use crate::loader::{LoadOptions, evaluator_count, load_policies, module_urls};
 use crate::metrics::Metrics;
 use crate::pool::EvaluationPool;
+use crate::signatures::{SignatureVerifier, TrustRoot};
 use crate::tls::TlsFiles;
 
 /// How often certificate files are checked for changes.
@@ -56,11 +57,6 @@ async fn serve_plain(
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    if cli.verification_path.is_some() {
-        bail!(
-            "--verification-path is set, but signature verification of policies is not supported by this policy-server yet; refusing to run policies unverified"
-        );
-    }
     let sources = match &cli.sources_path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -90,6 +86,28 @@ pub async fn run(cli: Cli) -> Result<()> {
     let text = std::fs::read_to_string(&cli.policies)
         .with_context(|| format!("reading {}", cli.policies.display()))?;
     let config = PoliciesConfig::parse(&text)?;
+    let verification = match &cli.verification_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let verification = VerificationConfig::parse(&text)?;
+            tracing::info!(path = %path.display(), "policy modules must carry the signatures it lists");
+            Some(Arc::new(verification))
+        }
+        None => None,
+    };
+    let trust_root = match &cli.sigstore_trust_config {
+        Some(path) => TrustRoot::from_file(path).map_err(anyhow::Error::msg)?,
+        None => TrustRoot::public_good(std::path::absolute(&cli.sigstore_cache_dir).with_context(
+            || {
+                format!(
+                    "resolving --sigstore-cache-dir {}",
+                    cli.sigstore_cache_dir.display()
+                )
+            },
+        )?),
+    };
+    let signatures = Arc::new(SignatureVerifier::new(fetcher.clone(), trust_root));
 
     let metrics = Metrics::new().context("metrics registry")?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -122,7 +140,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         ));
     }
 
-    let host = host_capabilities(&cli, &config, &fetcher).await?;
+    let host = host_capabilities(&cli, &config, &fetcher, signatures.clone()).await?;
     let workers = cli.workers();
     let options = LoadOptions {
         default_timeout: (!cli.disable_timeout_protection)
@@ -149,8 +167,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut downloads = tokio::task::JoinSet::new();
     for url in module_urls(&config) {
         let fetcher = fetcher.clone();
+        let signatures = signatures.clone();
+        let verification = verification.clone();
         downloads.spawn(async move {
-            let result = fetcher.fetch(&url).await;
+            let result = match verification {
+                Some(verification) => signatures.fetch_module(&url, &verification).await,
+                None => fetcher.fetch(&url).await,
+            };
             (url, result)
         });
     }
@@ -282,6 +305,7 @@ async fn host_capabilities(
     cli: &Cli,
     config: &PoliciesConfig,
     fetcher: &Fetcher,
+    signatures: Arc<SignatureVerifier>,
 ) -> Result<Arc<dyn policy_evaluator::host::HostCapabilities>> {
     let grants = context_grants(config);
     let kinds = watched_kinds(&grants);
@@ -319,6 +343,7 @@ async fn host_capabilities(
         tokio::runtime::Handle::current(),
         context,
         fetcher.clone(),
+        signatures,
         grants,
     )))
 }

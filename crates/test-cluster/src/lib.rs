@@ -33,7 +33,6 @@ pub const KUBECONFIG_ENV: &str = "KUBEWARDEN_TEST_KUBECONFIG";
 pub const REQUIRE_ENV: &str = "KUBEWARDEN_REQUIRE_CLUSTER";
 /// Field manager of everything tests apply.
 pub const FIELD_MANAGER: &str = "kubewarden-rs-tests";
-
 /// A connection to the test cluster with a namespace of the test's own.
 #[derive(Clone)]
 pub struct TestCluster {
@@ -95,6 +94,9 @@ impl TestCluster {
             .with_context(|| format!("reading {}", kubeconfig.display()))?;
         let config =
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        // kube uses rustls' process default, which rustls cannot pick by itself when the
+        // workspace's features give it two providers.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config)?;
         apply_crds(&client).await?;
         let namespace = unique_name(&test.replace('_', "-").chars().take(40).collect::<String>());

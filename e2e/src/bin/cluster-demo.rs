@@ -136,6 +136,7 @@ async fn cleanup(client: &Client) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default()
         .await
         .context("connecting to the local cluster")?;

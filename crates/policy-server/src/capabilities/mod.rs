@@ -1,6 +1,7 @@
 //! The host capabilities the policy-server offers policies (the policy-evaluator has already
 //! checked the policy's `hostCapabilities` grant): Kubernetes reads within the policy's
-//! `contextAwareResources`, `can_i`, OCI registry queries and DNS lookups.
+//! `contextAwareResources`, `can_i`, OCI registry queries, signature verification, certificate
+//! checks and DNS lookups.
 //!
 //! Evaluations run on plain threads and the capabilities are asynchronous, so each call is
 //! driven to completion on the server's tokio runtime from the evaluating thread.
@@ -13,11 +14,13 @@ pub mod query;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 
 use policy_evaluator::host::{HostCapabilities, KindObjects};
 use serde_json::json;
 
 use crate::fetch::Fetcher;
+use crate::signatures::{SignatureVerifier, requests};
 use kubernetes::{CanIQuery, GetQuery, KindRef, ListQuery, SharedContext};
 
 /// The policy-server's provider of host capabilities.
@@ -27,6 +30,7 @@ pub struct ServerCapabilities {
     /// Why there is no Kubernetes context, for the error policies get.
     kubernetes_missing: String,
     registry: Fetcher,
+    signatures: Arc<SignatureVerifier>,
     /// The kinds each policy (by evaluator id) may read.
     context_grants: HashMap<String, BTreeSet<KindRef>>,
 }
@@ -45,6 +49,7 @@ impl ServerCapabilities {
         runtime: tokio::runtime::Handle,
         kubernetes: Result<SharedContext, String>,
         registry: Fetcher,
+        signatures: Arc<SignatureVerifier>,
         context_grants: HashMap<String, BTreeSet<KindRef>>,
     ) -> Self {
         let (kubernetes, kubernetes_missing) = match kubernetes {
@@ -56,6 +61,7 @@ impl ServerCapabilities {
             kubernetes,
             kubernetes_missing,
             registry,
+            signatures,
             context_grants,
         }
     }
@@ -168,7 +174,10 @@ impl HostCapabilities for ServerCapabilities {
                     serde_json::to_vec(&answer).map_err(|e| e.to_string())
                 }
                 "v1/verify" | "v2/verify" => {
-                    Err("sigstore verification is not supported by this policy-server yet".into())
+                    let (image, expectation) = requests::parse(operation, payload)?;
+                    let digest = self.block_on(self.signatures.verify(&image, &expectation))??;
+                    serde_json::to_vec(&json!({"is_trusted": true, "digest": digest}))
+                        .map_err(|e| e.to_string())
                 }
                 other => Err(format!("unknown operation: {other}")),
             },

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod cosign;
+pub mod registry;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -252,4 +255,29 @@ pub fn setup(name: &str) -> (PathBuf, Pki) {
     pki.write_ca(&dir.join("ca.crt"));
     pki.issue(&["localhost"], &dir.join("tls.crt"), &dir.join("tls.key"));
     (dir, pki)
+}
+
+/// Writes `text` to `dir/name`.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+/// The AdmissionResponse of `policy` for a Pod with `labels`.
+pub fn verdict(
+    server: &Server,
+    ca: &Path,
+    policy: &str,
+    labels: serde_json::Value,
+) -> serde_json::Value {
+    let (status, body) = post(
+        server,
+        ca,
+        &format!("/validate/{policy}"),
+        &review(labels),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["response"].clone()
 }
