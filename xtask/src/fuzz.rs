@@ -29,6 +29,7 @@ const TARGETS: &[(&str, &[&str])] = &[
         ],
     ),
     ("json_patch", &[]),
+    ("admission_review", &[]),
 ];
 
 /// Seeds of the JSON Patch target: original and mutated document, NUL-separated.
@@ -38,6 +39,23 @@ const PATCH_SEEDS: &[(&str, &str)] = &[
         r#"{"metadata":{"name":"p","labels":{"a":"1","kubewarden.io/mutated":"true"}},"spec":{"containers":[{"name":"c","image":"j"},{"name":"d"}]}}"#,
     ),
     (r#"[1,2,{"a/b":"~"}]"#, r#"[2,{"a/b":"~1","c~d":null}]"#),
+];
+
+/// Seeds of the AdmissionReview target: a review and a guest's answer.
+const REVIEW_SEEDS: &[(&str, &str)] = &[
+    (
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"default","object":{"metadata":{"name":"p","labels":{"a":"1"}}}}}"#,
+        r#"{"accepted":false,"message":"label a is not allowed","code":403}"#,
+    ),
+    (
+        r#"{"request":{"uid":"u-2","operation":"UPDATE","object":{"metadata":{"name":"p"}},"oldObject":{"metadata":{"name":"p"}}}}"#,
+        r#"{"accepted":true,"mutated_object":{"metadata":{"name":"p","labels":{"m":"1"}}},"warnings":["w"]}"#,
+    ),
+    (
+        r#"{"request":{"uid":"u-3","operation":"DELETE","object":null}}"#,
+        r#"{"accepted":true,"mutated_object":{"a":1},"audit_annotations":{"k":"v"}}"#,
+    ),
+    (r#"{"request":{"uid":"u-4"}}"#, r#"{"accepted":true}"#),
 ];
 
 pub fn run(root: &Path, seconds: u32) -> Result<()> {
@@ -64,13 +82,21 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
             std::fs::copy(&source, corpus.join(name))
                 .with_context(|| format!("seeding from {}", source.display()))?;
         }
-        if *target == "json_patch" {
-            for (index, (original, mutated)) in PATCH_SEEDS.iter().enumerate() {
-                std::fs::write(
-                    corpus.join(format!("seed-{index}")),
-                    format!("{original}\0{mutated}"),
-                )?;
-            }
+        let generated: Vec<String> = match *target {
+            "json_patch" => PATCH_SEEDS
+                .iter()
+                .map(|(original, mutated)| format!("{original}\0{mutated}"))
+                .collect(),
+            // Flags (monitor, may mutate, custom message), AdmissionReview, NUL, guest answer.
+            "admission_review" => REVIEW_SEEDS
+                .iter()
+                .enumerate()
+                .map(|(flags, (review, answer))| format!("{}{review}\0{answer}", flags as u8 as char))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (index, seed) in generated.iter().enumerate() {
+            std::fs::write(corpus.join(format!("seed-{index}")), seed)?;
         }
         run_step(
             &format!("fuzzing {target} for {seconds} s"),

@@ -12,6 +12,8 @@
 //! - [`PolicyModule`]: a compiled module with its `InstancePre`.
 //! - [`PolicyEvaluator`]: `validate`, `validate_raw`, `validate_settings`, `protocol_version`.
 //! - [`response`]: ValidationResponse → AdmissionResponse, mutations as JSON Patch.
+//! - [`admission`]: a webhook body's `request`, and a policy's answer shaped by its mode,
+//!   mutation permission and custom message.
 //! - [`host`]: host capabilities and their grants.
 //! - [`limits`]: deadline and memory cap of each evaluation.
 //!
@@ -49,6 +51,7 @@
 //! ([`EngineOptions::pooling`]) saves a third of a fresh instantiation by reusing pre-mapped
 //! memory slots; size it for the instances in flight plus the idle ones.
 
+pub mod admission;
 mod engine;
 mod error;
 mod evaluator;

@@ -13,13 +13,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use policy_evaluator::EvaluationError;
+use policy_evaluator::admission::{Document, decode_request, shape};
 use policy_evaluator::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
 use serde_json::{Value, json};
 
 use crate::loader::{Decider, ServedPolicy};
 use crate::metrics::{EvaluationLabels, Metrics};
 use crate::pool::EvaluationPool;
-use crate::shaping::shape;
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -42,6 +42,13 @@ enum Origin {
 }
 
 impl Origin {
+    fn document(self) -> Document {
+        match self {
+            Origin::Raw => Document::Raw,
+            Origin::Validate | Origin::Audit => Document::AdmissionReview,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Origin::Validate => "validate",
@@ -82,7 +89,7 @@ async fn noop(body: Result<Bytes, BytesRejection>) -> Response {
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
-    match parse_request(&body, Origin::Validate) {
+    match decode_request(&body, Document::AdmissionReview) {
         Ok(request) => {
             let uid = request.get("uid").cloned().unwrap_or(Value::Null);
             let response = json!({"uid": uid, "allowed": true});
@@ -123,28 +130,6 @@ async fn validate_raw(
     handle(state, id, body, Origin::Raw).await
 }
 
-/// The `request` of the body, checked enough that nothing later can fail on its shape.
-fn parse_request(body: &[u8], origin: Origin) -> Result<Value, String> {
-    let mut document: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    // Taken out of the document, not cloned: it can be megabytes.
-    let Some(request) = document.get_mut("request").map(Value::take) else {
-        return Err(match origin {
-            Origin::Raw => "the body must be {\"request\": <document>}".into(),
-            _ => "the body is not an AdmissionReview: it has no \"request\"".into(),
-        });
-    };
-    if origin != Origin::Raw {
-        if !request.is_object() {
-            return Err("\"request\" must be an object".into());
-        }
-        if !request.get("uid").is_some_and(Value::is_string) {
-            return Err("the AdmissionReview request has no \"uid\"".into());
-        }
-    }
-    Ok(request)
-}
-
 async fn handle(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -174,7 +159,7 @@ async fn answer(
     let Some(policy) = state.policies.get(id).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("unknown policy: {id}"));
     };
-    let request = match parse_request(&body, origin) {
+    let request = match decode_request(&body, origin.document()) {
         Ok(request) => request,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };

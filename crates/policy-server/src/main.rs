@@ -8,7 +8,6 @@ mod loader;
 mod metrics;
 mod pool;
 mod server;
-mod shaping;
 mod signatures;
 mod tls;
 

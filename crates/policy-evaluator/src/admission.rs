@@ -1,8 +1,47 @@
-//! What the policy-server does to a policy's answer before returning it on `/validate`:
-//! monitor mode, mutations a policy may not make, custom rejection messages.
+//! The webhook's side of an evaluation: decoding the `request` of a webhook body, and shaping
+//! a policy's answer by how the policy is configured (monitor mode, mutation permission, custom
+//! message) before the API server sees it. The policy-server does both around every
+//! evaluation; they live next to [`crate::response`] so they can be tested and fuzzed without
+//! a server.
 
 use api_types::crd::PolicyMode;
-use policy_evaluator::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
+use serde_json::Value;
+
+use crate::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
+
+/// What a webhook body holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// An AdmissionReview (`/validate`, `/audit`).
+    AdmissionReview,
+    /// `{"request": <any JSON>}` (`/validate_raw`).
+    Raw,
+}
+
+/// The `request` of a webhook body, checked enough that nothing later can fail on its shape:
+/// for an AdmissionReview an object with a string `uid`. The error says what is wrong.
+pub fn decode_request(body: &[u8], document: Document) -> Result<Value, String> {
+    let mut parsed: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    // Taken out of the document, not cloned: it can be megabytes.
+    let Some(request) = parsed.get_mut("request").map(Value::take) else {
+        return Err(match document {
+            Document::Raw => "the body must be {\"request\": <document>}".into(),
+            Document::AdmissionReview => {
+                "the body is not an AdmissionReview: it has no \"request\"".into()
+            }
+        });
+    };
+    if document == Document::AdmissionReview {
+        if !request.is_object() {
+            return Err("\"request\" must be an object".into());
+        }
+        if !request.get("uid").is_some_and(Value::is_string) {
+            return Err("the AdmissionReview request has no \"uid\"".into());
+        }
+    }
+    Ok(request)
+}
 
 /// Applies the policy's configuration to its raw answer.
 pub fn shape(
@@ -58,6 +97,30 @@ pub fn shape(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_decoded_or_refused_with_a_reason() {
+        let review = br#"{"request": {"uid": "u", "object": {}}}"#;
+        assert_eq!(
+            decode_request(review, Document::AdmissionReview).expect("valid")["uid"],
+            "u"
+        );
+        for (body, expected) in [
+            (&b"{"[..], "not valid JSON"),
+            (b"{}", "has no \"request\""),
+            (br#"{"request": 3}"#, "must be an object"),
+            (br#"{"request": {"uid": 3}}"#, "has no \"uid\""),
+        ] {
+            let err = decode_request(body, Document::AdmissionReview).expect_err("refused");
+            assert!(err.contains(expected), "{err}");
+        }
+        assert_eq!(
+            decode_request(br#"{"request": [1]}"#, Document::Raw).expect("raw"),
+            serde_json::json!([1])
+        );
+        let err = decode_request(b"[]", Document::Raw).expect_err("refused");
+        assert!(err.contains("must be {\"request\""), "{err}");
+    }
 
     fn patched() -> AdmissionResponse {
         AdmissionResponse {
