@@ -91,7 +91,9 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
             "admission_review" => REVIEW_SEEDS
                 .iter()
                 .enumerate()
-                .map(|(flags, (review, answer))| format!("{}{review}\0{answer}", flags as u8 as char))
+                .map(|(flags, (review, answer))| {
+                    format!("{}{review}\0{answer}", flags as u8 as char)
+                })
                 .collect(),
             _ => Vec::new(),
         };

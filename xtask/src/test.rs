@@ -75,6 +75,13 @@ pub fn run(fast_only: bool) -> Result<()> {
                 kubeconfig.display()
             ))
             .arg("KUBEWARDEN_REQUIRE_CLUSTER=1")
+            // Fault tests restart control-plane components through this binary.
+            .arg(format!(
+                "KUBEWARDEN_XTASK={}",
+                std::env::current_exe()
+                    .context("the xtask binary's path")?
+                    .display()
+            ))
             .arg(format!(
                 "{}={}",
                 helm::HELM_ENV,

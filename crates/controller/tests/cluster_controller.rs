@@ -143,6 +143,7 @@ async fn controller_reconciles_policy_servers_and_policies() {
 
     controller_binary(&cluster).await;
     killed_mid_reconcile(&cluster).await;
+    survives_an_apiserver_restart(&cluster).await;
     cluster.cleanup().await;
 }
 
@@ -721,6 +722,91 @@ async fn killed_mid_reconcile(cluster: &TestCluster) {
         .args(["-TERM", &second.id().expect("pid").to_string()])
         .status();
     let _ = second.wait().await;
+}
+
+/// The binary keeps running through an apiserver outage shorter than its lease (15 s): its
+/// watches resume, changes made during and after the outage are reconciled, and it is still
+/// the leader, without a restart.
+async fn survives_an_apiserver_restart(cluster: &TestCluster) {
+    let port = 46000 + (std::process::id() % 1000) as u16 * 2;
+    let mut controller = spawn_binary(cluster, port);
+    let servers = cluster.cluster_wide::<PolicyServer>();
+    let deployments = cluster.namespaced::<Deployment>();
+    let before = unique_name("before-outage");
+    servers
+        .create(&PostParams::default(), &policy_server(&before, json!({})))
+        .await
+        .expect("creates the PolicyServer");
+    let before_resource = naming::policy_server_resource_name(&before);
+    wait_until("reconciled before the outage", WAIT, || async {
+        Ok(deployments.get_opt(&before_resource).await?.is_some())
+    })
+    .await
+    .expect("deployment before the outage");
+    let leases = cluster.namespaced::<k8s_openapi::api::coordination::v1::Lease>();
+    let holder = || async {
+        let lease = leases
+            .get(kubewarden_controller::leader::LEASE_NAME)
+            .await?;
+        Ok::<_, anyhow::Error>(lease.spec.and_then(|s| s.holder_identity))
+    };
+    let leader = holder().await.expect("lease").expect("a leader");
+
+    test_cluster::restart_apiserver(Duration::from_secs(3))
+        .await
+        .expect("apiserver restarted");
+    assert!(
+        controller.try_wait().expect("status").is_none(),
+        "the controller exited during the outage"
+    );
+
+    let after = unique_name("after-outage");
+    servers
+        .create(&PostParams::default(), &policy_server(&after, json!({})))
+        .await
+        .expect("creates a PolicyServer after the outage");
+    servers
+        .patch(
+            &before,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .expect("edits the earlier PolicyServer");
+    let after_resource = naming::policy_server_resource_name(&after);
+    let recovering = std::time::Instant::now();
+    wait_until(
+        "changes after the outage reconciled",
+        Duration::from_secs(60),
+        || async {
+            let scaled = deployments
+                .get(&before_resource)
+                .await?
+                .spec
+                .and_then(|s| s.replicas)
+                == Some(2);
+            Ok(scaled && deployments.get_opt(&after_resource).await?.is_some())
+        },
+    )
+    .await
+    .expect("the controller recovered without a restart");
+    println!(
+        "changes after the apiserver restart reconciled in {:.1} s",
+        recovering.elapsed().as_secs_f64()
+    );
+    assert!(controller.try_wait().expect("status").is_none());
+    assert_eq!(
+        holder().await.expect("lease"),
+        Some(leader),
+        "still the leader"
+    );
+
+    delete_policy_server(cluster, &before).await;
+    delete_policy_server(cluster, &after).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &controller.id().expect("pid").to_string()])
+        .status();
+    let _ = controller.wait().await;
 }
 
 /// Objects of `api` whose names start with `prefix`.

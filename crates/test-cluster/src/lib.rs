@@ -33,6 +33,29 @@ pub const KUBECONFIG_ENV: &str = "KUBEWARDEN_TEST_KUBECONFIG";
 pub const REQUIRE_ENV: &str = "KUBEWARDEN_REQUIRE_CLUSTER";
 /// Field manager of everything tests apply.
 pub const FIELD_MANAGER: &str = "kubewarden-rs-tests";
+/// Environment variable naming the xtask binary that runs the cluster (set by
+/// `cargo xtask test`), for tests that restart a control-plane component.
+pub const XTASK_ENV: &str = "KUBEWARDEN_XTASK";
+
+/// Kills kube-apiserver, leaves it down for `down`, and starts it again (through
+/// `cargo xtask cluster restart-apiserver`). Every client of the cluster sees the outage: only
+/// cluster tests that run alone in their test binary may call it.
+pub async fn restart_apiserver(down: Duration) -> Result<()> {
+    let xtask = std::env::var_os(XTASK_ENV)
+        .with_context(|| format!("{XTASK_ENV} is not set; run through `cargo xtask test`"))?;
+    let status = tokio::process::Command::new(xtask)
+        .args(["cluster", "restart-apiserver", "--down-seconds"])
+        .arg(down.as_secs().to_string())
+        .status()
+        .await
+        .context("running xtask cluster restart-apiserver")?;
+    anyhow::ensure!(
+        status.success(),
+        "restarting the apiserver failed ({status})"
+    );
+    Ok(())
+}
+
 /// A connection to the test cluster with a namespace of the test's own.
 #[derive(Clone)]
 pub struct TestCluster {

@@ -1,6 +1,6 @@
 //! Starting, inspecting and stopping the local control plane.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -158,8 +158,12 @@ fn kubectl(layout: &ClusterLayout, args: &[&str]) -> Option<String> {
 
 fn spawn(layout: &ClusterLayout, name: &str, program: &Path, args: &[String]) -> Result<()> {
     let log_path = layout.logs().join(format!("{name}.log"));
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    // Appended: a restarted component keeps what it logged before.
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let child = Command::new("ip")
         .args(["netns", "exec", NETNS])
         .arg(program)
@@ -277,6 +281,9 @@ pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
     }
     let bin = build::build()?;
     let started = Instant::now();
+    // Components append to their logs (a restart keeps the earlier part); a new cluster starts
+    // with empty ones.
+    let _ = fs::remove_dir_all(layout.logs());
     for dir in [layout.logs(), layout.pids()] {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -314,31 +321,9 @@ pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
     Ok(())
 }
 
-fn start_components(layout: &ClusterLayout, bin: &Path, nodes: u32) -> Result<()> {
+/// Starts kube-apiserver and waits until it is ready.
+fn start_apiserver(layout: &ClusterLayout, bin: &Path) -> Result<()> {
     let pki = |f: &str| layout.pki().join(f).display().to_string();
-    let kubeconfig = layout.kubeconfig().display().to_string();
-    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-
-    spawn(
-        layout,
-        "etcd",
-        &bin.join("etcd"),
-        &[
-            format!("--data-dir={}", layout.etcd_data().display()),
-            "--listen-client-urls=http://127.0.0.1:2379".into(),
-            "--advertise-client-urls=http://127.0.0.1:2379".into(),
-            "--listen-peer-urls=http://127.0.0.1:2380".into(),
-            "--initial-advertise-peer-urls=http://127.0.0.1:2380".into(),
-            "--initial-cluster=default=http://127.0.0.1:2380".into(),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ],
-    )?;
-    wait_for("etcd", Duration::from_secs(30), || {
-        component_failed(layout, "etcd").is_none()
-            && in_netns_output("curl", &["-sf", "http://127.0.0.1:2379/health"]).is_some()
-    })?;
-
     spawn(
         layout,
         "kube-apiserver",
@@ -364,7 +349,64 @@ fn start_components(layout: &ClusterLayout, bin: &Path, nodes: u32) -> Result<()
     wait_for("kube-apiserver", Duration::from_secs(90), || {
         component_failed(layout, "kube-apiserver").is_none()
             && kubectl(layout, &["get", "--raw", "/readyz"]).is_some()
+    })
+}
+
+/// Kills kube-apiserver, leaves it down for `down`, and starts it again with the same
+/// arguments and state (etcd keeps running): what a control-plane crash looks like to
+/// clients. Fault tests use it to check that clients recover without a restart.
+pub fn restart_apiserver(layout: &ClusterLayout, down: Duration) -> Result<()> {
+    if !is_up(layout) {
+        bail!("the local cluster is not up; `cargo xtask cluster up` starts it");
+    }
+    let bin = build::build()?;
+    let pid = pid_of(layout, "kube-apiserver").context("no pid file for kube-apiserver")?;
+    let stopped = Instant::now();
+    // Killed, not terminated: a graceful shutdown drains long-running watches for up to a
+    // minute, and clients should cope with an apiserver that vanishes.
+    signal_group(pid, "-KILL");
+    wait_for("kube-apiserver gone", Duration::from_secs(10), || {
+        !is_running(pid)
     })?;
+    sleep(down.saturating_sub(stopped.elapsed()));
+    println!(
+        "  kube-apiserver down for {:.1} s",
+        stopped.elapsed().as_secs_f64()
+    );
+    start_apiserver(layout, &bin)?;
+    println!(
+        "  kube-apiserver back after {:.1} s",
+        stopped.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn start_components(layout: &ClusterLayout, bin: &Path, nodes: u32) -> Result<()> {
+    let pki = |f: &str| layout.pki().join(f).display().to_string();
+    let kubeconfig = layout.kubeconfig().display().to_string();
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    spawn(
+        layout,
+        "etcd",
+        &bin.join("etcd"),
+        &[
+            format!("--data-dir={}", layout.etcd_data().display()),
+            "--listen-client-urls=http://127.0.0.1:2379".into(),
+            "--advertise-client-urls=http://127.0.0.1:2379".into(),
+            "--listen-peer-urls=http://127.0.0.1:2380".into(),
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380".into(),
+            "--initial-cluster=default=http://127.0.0.1:2380".into(),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ],
+    )?;
+    wait_for("etcd", Duration::from_secs(30), || {
+        component_failed(layout, "etcd").is_none()
+            && in_netns_output("curl", &["-sf", "http://127.0.0.1:2379/health"]).is_some()
+    })?;
+
+    start_apiserver(layout, bin)?;
 
     spawn(
         layout,

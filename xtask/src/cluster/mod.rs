@@ -38,6 +38,12 @@ pub enum ClusterCommand {
     Down,
     /// Report which components run and whether the apiserver and nodes are ready.
     Status,
+    /// Kill kube-apiserver, keep it down, and start it again (fault tests).
+    RestartApiserver {
+        /// Seconds the apiserver stays down.
+        #[arg(long, default_value_t = 3)]
+        down_seconds: u64,
+    },
     /// Print the environment (KUBECONFIG, network namespace) to use the cluster.
     Env,
     /// Run a command inside the cluster's network namespace with KUBECONFIG set.
@@ -66,6 +72,9 @@ pub fn run(command: ClusterCommand) -> Result<()> {
         ClusterCommand::Up { nodes } => up(&layout, nodes),
         ClusterCommand::Down => down(&layout),
         ClusterCommand::Status => lifecycle::status(&layout),
+        ClusterCommand::RestartApiserver { down_seconds } => {
+            lifecycle::restart_apiserver(&layout, std::time::Duration::from_secs(down_seconds))
+        }
         ClusterCommand::Env => {
             print!("{}", layout.env_script());
             Ok(())
