@@ -240,10 +240,16 @@ impl PolicyEvaluator {
     }
 
     fn validation_answer(&self, request: &Value) -> Result<ValidationResponse, EvaluationError> {
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "request": request,
-            "settings": self.settings,
-        }))
+        /// The waPC `validate` payload, borrowed: the request is not copied to build it.
+        #[derive(serde::Serialize)]
+        struct ValidationPayload<'a> {
+            request: &'a Value,
+            settings: &'a Value,
+        }
+        let payload = serde_json::to_vec(&ValidationPayload {
+            request,
+            settings: &self.settings,
+        })
         .map_err(|e| EvaluationError::InvalidRequest(e.to_string()))?;
         let answer = self.call("validate", payload)?;
         serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {

@@ -93,7 +93,7 @@ async fn noop(body: Result<Bytes, BytesRejection>) -> Response {
         Ok(request) => {
             let uid = request.get("uid").cloned().unwrap_or(Value::Null);
             let response = json!({"uid": uid, "allowed": true});
-            Json(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})).into_response()
+            Json(AdmissionReviewAnswer::new(&response)).into_response()
         }
         Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
@@ -247,13 +247,38 @@ async fn answer(
         );
         response
     };
-    let body = match origin {
-        Origin::Raw => json!({"response": response}),
-        _ => {
-            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+    match origin {
+        Origin::Raw => Json(RawReview {
+            response: &response,
+        })
+        .into_response(),
+        _ => Json(AdmissionReviewAnswer::new(&response)).into_response(),
+    }
+}
+
+/// The AdmissionReview answered to the API server, serialized straight from the response.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdmissionReviewAnswer<'a, T: serde::Serialize> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: &'a T,
+}
+
+impl<'a, T: serde::Serialize> AdmissionReviewAnswer<'a, T> {
+    fn new(response: &'a T) -> Self {
+        AdmissionReviewAnswer {
+            api_version: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response,
         }
-    };
-    (StatusCode::OK, Json(body)).into_response()
+    }
+}
+
+/// `/validate_raw` answers only the response.
+#[derive(serde::Serialize)]
+struct RawReview<'a> {
+    response: &'a AdmissionResponse,
 }
 
 #[derive(Debug)]

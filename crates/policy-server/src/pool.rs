@@ -8,8 +8,9 @@
 //! every job and wakes it for the next, and those sleeps and wake-ups were the largest cost
 //! of an evaluation request.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Semaphore, oneshot};
 
@@ -17,9 +18,78 @@ use crate::metrics::Metrics;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// The jobs waiting for an evaluation thread. A mutex and a condition variable rather than a
+/// channel: idle threads sleep at once instead of spinning and yielding first, which on two
+/// cores shared with the async runtime took CPU from the requests being answered
+/// (measured with `cargo xtask bench`, see the README).
+struct JobQueue {
+    state: Mutex<QueueState>,
+    job_ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl JobQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Jobs run outside the lock and their panics are caught, so a poisoned lock still
+        // holds a consistent queue.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Job) -> Result<(), PoolError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(PoolError::Closed);
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.job_ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, or `None` once the pool is closed and drained.
+    fn next(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self
+                .job_ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Closes the queue when the last pool handle is dropped, so the threads end.
+struct QueueHandle(Arc<JobQueue>);
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.job_ready.notify_all();
+    }
+}
+
+impl std::fmt::Debug for QueueHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobQueue")
+            .field("queued", &self.0.lock().jobs.len())
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EvaluationPool {
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: Arc<QueueHandle>,
     slots: Arc<Semaphore>,
     metrics: Metrics,
 }
@@ -42,13 +112,17 @@ impl EvaluationPool {
     pub fn new(workers: usize, metrics: Metrics) -> Result<Self, PoolError> {
         let workers = workers.max(1);
         metrics.workers.set(workers as i64);
-        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        let queue = Arc::new(JobQueue {
+            state: Mutex::new(QueueState::default()),
+            job_ready: Condvar::new(),
+        });
+        let jobs = Arc::new(QueueHandle(queue.clone()));
         for index in 0..workers {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("evaluation-{index}"))
                 .spawn(move || {
-                    for job in queue {
+                    while let Some(job) = queue.next() {
                         job();
                     }
                 })
@@ -75,7 +149,7 @@ impl EvaluationPool {
         };
         let (reply, answer) = oneshot::channel();
         let metrics = self.metrics.clone();
-        let sent = self.jobs.send(Box::new(move || {
+        let sent = self.jobs.0.push(Box::new(move || {
             metrics.waiting.dec();
             metrics.busy.inc();
             let result = std::panic::catch_unwind(AssertUnwindSafe(job));
