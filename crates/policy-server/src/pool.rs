@@ -21,7 +21,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// The jobs waiting for an evaluation thread. A mutex and a condition variable rather than a
 /// channel: idle threads sleep at once instead of spinning and yielding first, which on two
 /// cores shared with the async runtime took CPU from the requests being answered
-/// (measured with `cargo xtask bench`, see the README).
+/// (measured by interleaving binaries under wrk; see the README's benchmark).
 struct JobQueue {
     state: Mutex<QueueState>,
     job_ready: Condvar,
