@@ -91,8 +91,11 @@ async fn noop(body: Result<Bytes, BytesRejection>) -> Response {
     };
     match decode_request(&body, Document::AdmissionReview) {
         Ok(request) => {
-            let uid = request.get("uid").cloned().unwrap_or(Value::Null);
-            let response = json!({"uid": uid, "allowed": true});
+            let response = AdmissionResponse {
+                uid: request["uid"].as_str().unwrap_or_default().to_string(),
+                allowed: true,
+                ..Default::default()
+            };
             Json(AdmissionReviewAnswer::new(&response)).into_response()
         }
         Err(message) => error(StatusCode::BAD_REQUEST, message),
@@ -259,14 +262,14 @@ async fn answer(
 /// The AdmissionReview answered to the API server, serialized straight from the response.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct AdmissionReviewAnswer<'a, T: serde::Serialize> {
+struct AdmissionReviewAnswer<'a> {
     api_version: &'static str,
     kind: &'static str,
-    response: &'a T,
+    response: &'a AdmissionResponse,
 }
 
-impl<'a, T: serde::Serialize> AdmissionReviewAnswer<'a, T> {
-    fn new(response: &'a T) -> Self {
+impl<'a> AdmissionReviewAnswer<'a> {
+    fn new(response: &'a AdmissionResponse) -> Self {
         AdmissionReviewAnswer {
             api_version: "admission.k8s.io/v1",
             kind: "AdmissionReview",
