@@ -25,7 +25,7 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
 
-use crate::backoff::WatchBackoff;
+use crate::backoff::watch_backoff;
 use crate::ca::{self, Rotation, RotationSignal};
 use crate::context::Context;
 use crate::error::Error;
@@ -175,7 +175,7 @@ async fn policy_server_controller(ctx: Arc<Context>, rotation: &RotationSignal) 
         watcher::Config::default(),
         bound_policy_server,
     )
-    .trigger_backoff(WatchBackoff::default())
+    .trigger_backoff(watch_backoff())
     .reconcile_all_on(rotation.subscribe());
     let name = policy_server::reconcile::CONTROLLER_NAME;
     let results = controller.run(
@@ -264,7 +264,7 @@ async fn policy_controller<P: Policy>(ctx: Arc<Context>, rotation: &RotationSign
             generated,
             |w| webhook_policy::<P, _>(&w),
         )
-        .trigger_backoff(WatchBackoff::default())
+        .trigger_backoff(watch_backoff())
         .reconcile_all_on(rotation.subscribe());
     let name = controller_name::<P>();
     let results = controller.run(
