@@ -7,6 +7,7 @@
 
 use api_types::crd::PolicyMode;
 use libfuzzer_sys::fuzz_target;
+use bytes::Bytes;
 use policy_evaluator::admission::{Document, decode_request, shape};
 use policy_evaluator::response::{AdmissionResponse, ValidationResponse};
 use serde_json::Value;
@@ -19,10 +20,15 @@ fuzz_target!(|data: &[u8]| {
         Some(split) => (&rest[..split], &rest[split + 1..]),
         None => (rest, &[][..]),
     };
-    let _ = decode_request(body, Document::Raw);
-    let Ok(request) = decode_request(body, Document::AdmissionReview) else {
+    let body = Bytes::copy_from_slice(body);
+    if let Ok(raw) = decode_request(&body, Document::Raw) {
+        let reparsed: Value = serde_json::from_slice(raw.json()).expect("the text is JSON");
+        assert_eq!(&reparsed, raw.value(), "the text a policy gets is the parsed request");
+    }
+    let Ok(decoded) = decode_request(&body, Document::AdmissionReview) else {
         return;
     };
+    let request = decoded.value();
     let uid = request["uid"].as_str().expect("decoded requests have a string uid");
     let Ok(answer) = serde_json::from_slice::<ValidationResponse>(answer) else {
         return;

@@ -4,8 +4,13 @@
 //! evaluation; they live next to [`crate::response`] so they can be tested and fuzzed without
 //! a server.
 
+use std::fmt;
+
 use api_types::crd::PolicyMode;
+use bytes::Bytes;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
 
@@ -18,29 +23,138 @@ pub enum Document {
     Raw,
 }
 
+/// The `request` of a webhook body, twice: parsed, for the host (labels, uid, Rego input),
+/// and as the JSON text it arrived as, which waPC and WASI policies are given inside their
+/// payload. Keeping the text spares serializing the request again for every evaluation; it is
+/// a slice of the body, not a copy.
+#[derive(Debug, Clone)]
+pub struct DecodedRequest {
+    value: Value,
+    json: Bytes,
+}
+
+impl DecodedRequest {
+    /// A request built in memory (tests, the audit scanner): its JSON text is serialized once.
+    pub fn from_value(value: Value) -> Self {
+        let json = Bytes::from(value.to_string());
+        DecodedRequest { value, json }
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The request's JSON text.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// The request's `uid`, or `""`.
+    pub fn uid(&self) -> &str {
+        self.text(&["uid"])
+    }
+
+    /// The string at a path of member names into the request (`["kind", "kind"]`), or `""`.
+    pub fn text(&self, path: &[&str]) -> &str {
+        path.iter()
+            .try_fold(&self.value, |value, name| value.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
 /// The `request` of a webhook body, checked enough that nothing later can fail on its shape:
 /// for an AdmissionReview an object with a string `uid`. The error says what is wrong.
-pub fn decode_request(body: &[u8], document: Document) -> Result<Value, String> {
-    let mut parsed: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    // Taken out of the document, not cloned: it can be megabytes.
-    let Some(request) = parsed.get_mut("request").map(Value::take) else {
-        return Err(match document {
-            Document::Raw => "the body must be {\"request\": <document>}".into(),
-            Document::AdmissionReview => {
-                "the body is not an AdmissionReview: it has no \"request\"".into()
-            }
-        });
+pub fn decode_request(body: &Bytes, document: Document) -> Result<DecodedRequest, String> {
+    let no_request = || match document {
+        Document::Raw => "the body must be {\"request\": <document>}".to_string(),
+        Document::AdmissionReview => {
+            "the body is not an AdmissionReview: it has no \"request\"".to_string()
+        }
     };
+    // The body is read once: the `request` member is borrowed as raw text, the rest skipped.
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            no_request()
+        } else {
+            format!("the body is not valid JSON: {e}")
+        }
+    })?;
+    let raw = envelope.request.ok_or_else(no_request)?;
+    let value: Value =
+        serde_json::from_str(raw.get()).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     if document == Document::AdmissionReview {
-        if !request.is_object() {
+        if !value.is_object() {
             return Err("\"request\" must be an object".into());
         }
-        if !request.get("uid").is_some_and(Value::is_string) {
+        if !value.get("uid").is_some_and(Value::is_string) {
             return Err("the AdmissionReview request has no \"uid\"".into());
         }
     }
-    Ok(request)
+    Ok(DecodedRequest {
+        value,
+        json: body.slice_ref(raw.get().as_bytes()),
+    })
+}
+
+/// A webhook body as far as the policy-server reads it: the raw `request` member of a JSON
+/// object (the last one, if repeated, as `serde_json::Value` would keep it).
+struct Envelope<'a> {
+    request: Option<&'a RawValue>,
+}
+
+impl<'de> serde::Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut request = None;
+        while let Some(key) = map.next_key::<MemberName>()? {
+            if key.is_request {
+                request = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Envelope { request })
+    }
+}
+
+/// A member name, compared with `request` without keeping it (names may hold escapes, so they
+/// cannot always be borrowed).
+struct MemberName {
+    is_request: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for MemberName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = MemberName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<MemberName, E> {
+                Ok(MemberName {
+                    is_request: name == "request",
+                })
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
 }
 
 /// Applies the policy's configuration to its raw answer.
@@ -100,25 +214,34 @@ mod tests {
 
     #[test]
     fn requests_are_decoded_or_refused_with_a_reason() {
-        let review = br#"{"request": {"uid": "u", "object": {}}}"#;
-        assert_eq!(
-            decode_request(review, Document::AdmissionReview).expect("valid")["uid"],
-            "u"
-        );
+        let decode = |body: &'static [u8], document| decode_request(&Bytes::from(body), document);
+        let review = br#"{"kind": "AdmissionReview", "request": {"uid": "u", "object": {}}}"#;
+        let decoded = decode(review, Document::AdmissionReview).expect("valid");
+        assert_eq!(decoded.uid(), "u");
+        assert_eq!(decoded.json(), br#"{"uid": "u", "object": {}}"#);
         for (body, expected) in [
             (&b"{"[..], "not valid JSON"),
+            (b"{\"request\": {\"uid\": \"u\"}} x", "not valid JSON"),
+            (b"{\"request\": {\"uid\": \"u\"", "not valid JSON"),
             (b"{}", "has no \"request\""),
+            (b"[{\"uid\": \"u\"}]", "has no \"request\""),
+            (br#"{"request": null}"#, "must be an object"),
             (br#"{"request": 3}"#, "must be an object"),
             (br#"{"request": {"uid": 3}}"#, "has no \"uid\""),
         ] {
-            let err = decode_request(body, Document::AdmissionReview).expect_err("refused");
+            let err = decode(body, Document::AdmissionReview).expect_err("refused");
             assert!(err.contains(expected), "{err}");
         }
+        let raw = decode(br#"{"request": [1], "request": [2, 3]}"#, Document::Raw).expect("raw");
         assert_eq!(
-            decode_request(br#"{"request": [1]}"#, Document::Raw).expect("raw"),
-            serde_json::json!([1])
+            raw.value(),
+            &serde_json::json!([2, 3]),
+            "the last one, as Value"
         );
-        let err = decode_request(b"[]", Document::Raw).expect_err("refused");
+        assert_eq!(raw.json(), b"[2, 3]");
+        let escaped = decode(br#"{"requ\u0065st": {"a": 1}}"#, Document::Raw).expect("escaped");
+        assert_eq!(escaped.value()["a"], 1);
+        let err = decode(b"[]", Document::Raw).expect_err("refused");
         assert!(err.contains("must be {\"request\""), "{err}");
     }
 

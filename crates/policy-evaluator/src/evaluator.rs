@@ -7,6 +7,7 @@ use wasmtime::{Instance, InstancePre, Memory, Store, TypedFunc};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
+use crate::admission::DecodedRequest;
 use crate::engine::deadline_ticks;
 use crate::error::{EvaluationError, classify};
 use crate::host::{HostCapabilities, NoHostCapabilities};
@@ -73,6 +74,8 @@ pub struct PolicyEvaluator {
     module: Arc<PolicyModule>,
     policy_id: Arc<str>,
     settings: Value,
+    /// `settings` as JSON text, serialized once: every waPC and WASI payload embeds it.
+    settings_json: Arc<[u8]>,
     limits: EvaluationLimits,
     granted: Arc<[String]>,
     host: Arc<dyn HostCapabilities>,
@@ -100,6 +103,7 @@ impl PolicyEvaluator {
         PolicyEvaluator {
             module,
             policy_id: settings.policy_id.into(),
+            settings_json: policy_settings.to_string().into_bytes().into(),
             settings: policy_settings,
             limits: settings.limits,
             granted: settings.host_capabilities.into(),
@@ -131,9 +135,7 @@ impl PolicyEvaluator {
                 message: None,
             });
         }
-        let payload = serde_json::to_vec(&self.settings)
-            .map_err(|e| EvaluationError::InvalidRequest(e.to_string()))?;
-        let answer = self.call("validate_settings", payload)?;
+        let answer = self.call("validate_settings", self.settings_json.to_vec())?;
         serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {
             expected: "SettingsValidationResponse",
             reason: e.to_string(),
@@ -142,6 +144,38 @@ impl PolicyEvaluator {
 
     /// Evaluates an AdmissionRequest (the `request` of an AdmissionReview).
     pub fn validate(&self, request: &Value) -> Result<AdmissionResponse, EvaluationError> {
+        self.validate_admission(request, None)
+    }
+
+    /// [`validate`](Self::validate) for a request decoded from a webhook body: waPC and WASI
+    /// policies are given its JSON text as it arrived instead of a serialization of it.
+    pub fn validate_request(
+        &self,
+        request: &DecodedRequest,
+    ) -> Result<AdmissionResponse, EvaluationError> {
+        self.validate_admission(request.value(), Some(request.json()))
+    }
+
+    /// Evaluates a free-form document (raw policies, `/validate_raw`); a mutation is a patch
+    /// of the whole document.
+    pub fn validate_raw(&self, request: &Value) -> Result<AdmissionResponse, EvaluationError> {
+        self.validate_document(request, None)
+    }
+
+    /// [`validate_raw`](Self::validate_raw) for a document decoded from a webhook body.
+    pub fn validate_raw_request(
+        &self,
+        request: &DecodedRequest,
+    ) -> Result<AdmissionResponse, EvaluationError> {
+        self.validate_document(request.value(), Some(request.json()))
+    }
+
+    /// `json`, when given, is `request` as JSON text.
+    fn validate_admission(
+        &self,
+        request: &Value,
+        json: Option<&[u8]>,
+    ) -> Result<AdmissionResponse, EvaluationError> {
         let uid = request
             .get("uid")
             .and_then(Value::as_str)
@@ -149,14 +183,16 @@ impl PolicyEvaluator {
         if let Runtime::Opa(_) = self.module.runtime {
             return self.validate_rego(uid, request, false);
         }
-        let answer = self.validation_answer(request)?;
+        let answer = self.validation_answer(request, json)?;
         let object = request.get("object").unwrap_or(&Value::Null);
         Ok(AdmissionResponse::from_validation(uid, object, answer))
     }
 
-    /// Evaluates a free-form document (raw policies, `/validate_raw`); a mutation is a patch
-    /// of the whole document.
-    pub fn validate_raw(&self, request: &Value) -> Result<AdmissionResponse, EvaluationError> {
+    fn validate_document(
+        &self,
+        request: &Value,
+        json: Option<&[u8]>,
+    ) -> Result<AdmissionResponse, EvaluationError> {
         let uid = request
             .get("uid")
             .and_then(Value::as_str)
@@ -164,7 +200,7 @@ impl PolicyEvaluator {
         if let Runtime::Opa(_) = self.module.runtime {
             return self.validate_rego(uid, request, true);
         }
-        let answer = self.validation_answer(request)?;
+        let answer = self.validation_answer(request, json)?;
         Ok(AdmissionResponse::from_validation(uid, request, answer))
     }
 
@@ -239,23 +275,37 @@ impl PolicyEvaluator {
         }
     }
 
-    fn validation_answer(&self, request: &Value) -> Result<ValidationResponse, EvaluationError> {
-        /// The waPC `validate` payload, borrowed: the request is not copied to build it.
-        #[derive(serde::Serialize)]
-        struct ValidationPayload<'a> {
-            request: &'a Value,
-            settings: &'a Value,
-        }
-        let payload = serde_json::to_vec(&ValidationPayload {
-            request,
-            settings: &self.settings,
-        })
-        .map_err(|e| EvaluationError::InvalidRequest(e.to_string()))?;
+    /// Asks a waPC or WASI policy about a request; `json`, when given, is its JSON text.
+    fn validation_answer(
+        &self,
+        request: &Value,
+        json: Option<&[u8]>,
+    ) -> Result<ValidationResponse, EvaluationError> {
+        let payload = match json {
+            Some(json) => self.validation_payload(json),
+            None => self.validation_payload(request.to_string().as_bytes()),
+        };
         let answer = self.call("validate", payload)?;
         serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {
             expected: "ValidationResponse",
             reason: e.to_string(),
         })
+    }
+
+    /// The `validate` payload, `{"request": .., "settings": ..}`, put together from JSON text
+    /// at hand in one allocation of the exact size.
+    fn validation_payload(&self, request_json: &[u8]) -> Vec<u8> {
+        const REQUEST: &[u8] = br#"{"request":"#;
+        const SETTINGS: &[u8] = br#","settings":"#;
+        let mut payload = Vec::with_capacity(
+            REQUEST.len() + request_json.len() + SETTINGS.len() + self.settings_json.len() + 1,
+        );
+        payload.extend_from_slice(REQUEST);
+        payload.extend_from_slice(request_json);
+        payload.extend_from_slice(SETTINGS);
+        payload.extend_from_slice(&self.settings_json);
+        payload.push(b'}');
+        payload
     }
 
     /// The waPC protocol version the guest reports (waPC guests only).

@@ -147,6 +147,54 @@ fn raw_documents_are_patched_as_a_whole() {
     );
 }
 
+#[test]
+fn requests_decoded_from_a_body_evaluate_as_values_do() {
+    use policy_evaluator::admission::{Document, decode_request};
+    // Pretty-printed, as a client may send it: the guest gets this text, not a re-serialization.
+    let review = |request: &Value| {
+        bytes::Bytes::from(
+            serde_json::to_vec_pretty(&json!({"kind": "AdmissionReview", "request": request}))
+                .expect("serializes"),
+        )
+    };
+    let cases = [
+        ("mutate-add-label", json!({}), json!({"app": "web"})),
+        (
+            "reject-by-label",
+            json!({"denied_labels": ["app"]}),
+            json!({"app": "web"}),
+        ),
+        (
+            "reject-by-label",
+            json!({"denied_labels": ["app"]}),
+            json!({"tier": "db"}),
+        ),
+        (
+            "opa-reject-by-label",
+            json!({"denied_labels": ["app"]}),
+            json!({"app": "web"}),
+        ),
+    ];
+    for (name, settings, labels) in cases {
+        let policy = evaluator(name, settings);
+        let request = pod_request(labels);
+        let decoded =
+            decode_request(&review(&request), Document::AdmissionReview).expect("decodes");
+        assert_eq!(
+            policy.validate_request(&decoded).expect("evaluates"),
+            policy.validate(&request).expect("evaluates"),
+            "{name}"
+        );
+    }
+    let policy = evaluator("mutate-add-label", json!({}));
+    let document = json!({"uid": "raw-1", "object": {"metadata": {"name": "x"}}});
+    let decoded = decode_request(&review(&document), Document::Raw).expect("decodes");
+    assert_eq!(
+        policy.validate_raw_request(&decoded).expect("evaluates"),
+        policy.validate_raw(&document).expect("evaluates")
+    );
+}
+
 fn hostile(behaviour: &str, limits: EvaluationLimits) -> PolicyEvaluator {
     let mut config = EvaluatorSettings::new(format!("hostile-{behaviour}"));
     config.settings = Some(json!({"behaviour": behaviour}));

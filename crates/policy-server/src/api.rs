@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -13,9 +13,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use policy_evaluator::EvaluationError;
-use policy_evaluator::admission::{Document, decode_request, shape};
+use policy_evaluator::admission::{DecodedRequest, Document, decode_request, shape};
 use policy_evaluator::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::loader::{Decider, ServedPolicy};
 use crate::metrics::{EvaluationLabels, Metrics};
@@ -92,7 +92,7 @@ async fn noop(body: Result<Bytes, BytesRejection>) -> Response {
     match decode_request(&body, Document::AdmissionReview) {
         Ok(request) => {
             let response = AdmissionResponse {
-                uid: request["uid"].as_str().unwrap_or_default().to_string(),
+                uid: request.uid().to_string(),
                 allowed: true,
                 ..Default::default()
             };
@@ -162,45 +162,30 @@ async fn answer(
     let Some(policy) = state.policies.get(id).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("unknown policy: {id}"));
     };
+    // Shared with the evaluation thread, which drops its handle first: the request is freed
+    // here, on the thread that allocated it.
     let request = match decode_request(&body, origin.document()) {
-        Ok(request) => request,
+        Ok(request) => Arc::new(request),
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let uid = request
-        .get("uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let label = |pointer: &str| {
-        request
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let (namespace, resource_kind, operation) = (
-        label("/namespace"),
-        label("/kind/kind"),
-        label("/operation"),
-    );
+    let uid = request.uid();
+    let namespace = request.text(&["namespace"]);
 
     let response = if origin == Origin::Validate
-        && state.always_accept_namespace.as_deref() == Some(namespace.as_str())
+        && state.always_accept_namespace.as_deref() == Some(namespace)
         && !namespace.is_empty()
     {
         AdmissionResponse {
-            uid: uid.clone(),
+            uid: uid.to_string(),
             allowed: true,
             ..Default::default()
         }
     } else {
-        let started = Instant::now();
-        let evaluated = evaluate(state, policy.clone(), request, origin).await;
-        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        let (evaluated, took) = evaluate(state, policy.clone(), request.clone(), origin).await;
         let response = match evaluated {
             Ok(response) => response,
             Err(EvaluationFailure::Policy(reason)) => {
-                AdmissionResponse::internal_error(&uid, reason)
+                AdmissionResponse::internal_error(uid, reason)
             }
             Err(EvaluationFailure::Evaluation(EvaluationError::Timeout(limit))) => {
                 tracing::warn!(
@@ -209,18 +194,18 @@ async fn answer(
                     "evaluation interrupted: deadline exceeded"
                 );
                 AdmissionResponse::rejection(
-                    &uid,
+                    uid,
                     EvaluationError::Timeout(limit).to_string(),
                     Some(500),
                 )
             }
             Err(EvaluationFailure::Evaluation(err)) => {
                 tracing::warn!(policy = id, error = %err, "evaluation failed");
-                AdmissionResponse::internal_error(&uid, err)
+                AdmissionResponse::internal_error(uid, err)
             }
             Err(EvaluationFailure::Pool(err)) => {
                 tracing::error!(policy = id, error = %err, "evaluation could not run");
-                AdmissionResponse::internal_error(&uid, err)
+                AdmissionResponse::internal_error(uid, err)
             }
         };
         let response = if origin == Origin::Validate {
@@ -238,15 +223,15 @@ async fn answer(
             &EvaluationLabels {
                 policy_name: id,
                 policy_mode: policy.mode.as_str(),
-                resource_kind: &resource_kind,
-                operation: &operation,
+                resource_kind: request.text(&["kind", "kind"]),
+                operation: request.text(&["operation"]),
                 accepted: response.allowed,
                 mutated: response.patch.is_some(),
                 origin: origin.label(),
-                namespace: &namespace,
+                namespace,
                 error_code: response.status.as_ref().and_then(|s| s.code),
             },
-            millis,
+            took.as_secs_f64() * 1000.0,
         );
         response
     };
@@ -292,32 +277,44 @@ enum EvaluationFailure {
     Pool(crate::pool::PoolError),
 }
 
+/// Evaluates `request` on the pool; with the outcome, how long the evaluation itself took on
+/// its thread (zero when none ran), which is what the latency metric reports: the time spent
+/// waiting for a worker shows in the pool's gauges instead.
 async fn evaluate(
     state: &AppState,
     policy: Arc<ServedPolicy>,
-    request: Value,
+    request: Arc<DecodedRequest>,
     origin: Origin,
-) -> Result<AdmissionResponse, EvaluationFailure> {
+) -> (Result<AdmissionResponse, EvaluationFailure>, Duration) {
     if let Err(reason) = &policy.decider {
-        return Err(EvaluationFailure::Policy(reason.clone()));
+        return (
+            Err(EvaluationFailure::Policy(reason.clone())),
+            Duration::ZERO,
+        );
     }
-    let outcome = state
+    let ran = state
         .pool
-        .run(move || match &policy.decider {
-            Ok(Decider::Single(evaluator)) => match origin {
-                Origin::Raw => evaluator.validate_raw(&request),
-                _ => evaluator.validate(&request),
-            },
-            Ok(Decider::Group {
-                expression,
-                members,
-                message,
-            }) => evaluate_group(expression, members, message, &request, origin),
-            Err(reason) => Err(EvaluationError::Instantiation(reason.clone())),
+        .run(move || {
+            let started = Instant::now();
+            let outcome = match &policy.decider {
+                Ok(Decider::Single(evaluator)) => match origin {
+                    Origin::Raw => evaluator.validate_raw_request(&request),
+                    _ => evaluator.validate_request(&request),
+                },
+                Ok(Decider::Group {
+                    expression,
+                    members,
+                    message,
+                }) => evaluate_group(expression, members, message, &request, origin),
+                Err(reason) => Err(EvaluationError::Instantiation(reason.clone())),
+            };
+            (outcome, started.elapsed())
         })
-        .await
-        .map_err(EvaluationFailure::Pool)?;
-    outcome.map_err(EvaluationFailure::Evaluation)
+        .await;
+    match ran {
+        Ok((outcome, took)) => (outcome.map_err(EvaluationFailure::Evaluation), took),
+        Err(err) => (Err(EvaluationFailure::Pool(err)), Duration::ZERO),
+    }
 }
 
 /// Evaluates a group's expression, running a member only when the outcome depends on it.
@@ -325,13 +322,10 @@ fn evaluate_group(
     expression: &api_types::group_expression::GroupExpression,
     members: &std::collections::BTreeMap<String, policy_evaluator::PolicyEvaluator>,
     message: &str,
-    request: &Value,
+    request: &DecodedRequest,
     origin: Origin,
 ) -> Result<AdmissionResponse, EvaluationError> {
-    let uid = request
-        .get("uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let uid = request.uid();
     let mut causes = Vec::new();
     let mut warnings = Vec::new();
     let allowed = expression.evaluate(&mut |name: &str| -> Result<bool, EvaluationError> {
@@ -341,8 +335,8 @@ fn evaluate_group(
             )));
         };
         let response = match origin {
-            Origin::Raw => member.validate_raw(request)?,
-            _ => member.validate(request)?,
+            Origin::Raw => member.validate_raw_request(request)?,
+            _ => member.validate_request(request)?,
         };
         warnings.extend(response.warnings.clone().unwrap_or_default());
         let (accepted, reason) = if response.patch.is_some() {

@@ -52,7 +52,7 @@ impl Metrics {
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "kubewarden_policy_evaluation_latency_milliseconds",
-                "Time one policy evaluation took, in milliseconds",
+                "Time one policy evaluation took on its evaluation thread, in milliseconds",
             )
             .buckets(vec![
                 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,

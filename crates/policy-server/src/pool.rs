@@ -1,12 +1,19 @@
 //! The bounded pool evaluations run on: `workers` dedicated threads, never the async
-//! runtime's. Requests take a slot first (at most two per worker: one evaluating, one queued
-//! right behind it so a worker finishing a job finds the next without going to sleep); the
+//! runtime's. Requests take a slot first (at most four per worker: one evaluating, the others
+//! queued behind it so a worker finishing a job finds the next without going to sleep); the
 //! rest wait for a slot (back-pressure) instead of piling up.
 //!
-//! Dedicated threads instead of tokio's `spawn_blocking`, measured with `cargo xtask bench`
-//! (accept-all, 16 connections, 2 cores): `spawn_blocking` puts its thread to sleep after
-//! every job and wakes it for the next, and those sleeps and wake-ups were the largest cost
-//! of an evaluation request.
+//! Putting a thread to sleep and waking it is the largest cost of handing an evaluation over,
+//! larger than the evaluation of a simple policy; every choice here saves some of those,
+//! each measured with `cargo xtask bench` and interleaved A/B runs (accept-all, 16
+//! connections, 2 cores; see the README's benchmark):
+//! - dedicated threads instead of tokio's `spawn_blocking`, which sleeps after every job;
+//! - a push wakes a thread only when one sleeps (a futex wake is a system call either way);
+//! - four slots per worker rather than two;
+//! - on Linux the threads are `SCHED_BATCH`: a woken evaluation thread waits for the running
+//!   thread (usually the async runtime, in the middle of answering requests) to block or use
+//!   its time slice up instead of preempting it, so the runtime hands over several jobs per
+//!   switch. Their share of the CPU is unchanged (same nice value).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -30,6 +37,9 @@ struct JobQueue {
 #[derive(Default)]
 struct QueueState {
     jobs: VecDeque<Job>,
+    /// Threads waiting for a job: a push wakes one only if there is one, since waking is a
+    /// system call even when nobody waits.
+    sleeping: usize,
     closed: bool,
 }
 
@@ -46,8 +56,11 @@ impl JobQueue {
             return Err(PoolError::Closed);
         }
         state.jobs.push_back(job);
+        let wake = state.sleeping > 0;
         drop(state);
-        self.job_ready.notify_one();
+        if wake {
+            self.job_ready.notify_one();
+        }
         Ok(())
     }
 
@@ -61,10 +74,12 @@ impl JobQueue {
             if state.closed {
                 return None;
             }
+            state.sleeping += 1;
             state = self
                 .job_ready
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.sleeping -= 1;
         }
     }
 }
@@ -104,8 +119,8 @@ pub enum PoolError {
     Start(std::io::Error),
 }
 
-/// Slots per worker: the job it runs and the next one.
-const SLOTS_PER_WORKER: usize = 2;
+/// Slots per worker: the job it runs and the ones queued behind it.
+const SLOTS_PER_WORKER: usize = 4;
 
 impl EvaluationPool {
     /// Starts `workers` evaluation threads; they end when the last handle is dropped.
@@ -122,6 +137,7 @@ impl EvaluationPool {
             std::thread::Builder::new()
                 .name(format!("evaluation-{index}"))
                 .spawn(move || {
+                    batch_scheduling();
                     while let Some(job) = queue.next() {
                         job();
                     }
@@ -171,6 +187,26 @@ impl EvaluationPool {
     }
 }
 
+/// Makes the calling thread `SCHED_BATCH` (see the module's documentation); where that is
+/// refused the thread keeps the default policy, which only costs speed.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue,
+            ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        // Nice value 0, the default: the policy changes, not the share of the CPU.
+        if let Err(err) = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Os(ThreadPriorityOsValue::default()),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        ) {
+            tracing::debug!(error = ?err, "evaluation thread keeps the default scheduling policy");
+        }
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -192,6 +228,19 @@ mod tests {
             .await
             .expect("runs");
         assert!(name.is_some_and(|name| name.starts_with("evaluation-")));
+        #[cfg(target_os = "linux")]
+        {
+            use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+            let policy = pool
+                .run(thread_priority::thread_schedule_policy)
+                .await
+                .expect("runs")
+                .expect("policy");
+            assert_eq!(
+                policy,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch)
+            );
+        }
         let err = pool
             .run(|| -> u8 { panic!("guest host bug") })
             .await
@@ -201,13 +250,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn at_most_two_jobs_per_worker_are_admitted() {
+    async fn at_most_four_jobs_per_worker_are_admitted() {
         let metrics = Metrics::new().expect("metrics");
         let pool = EvaluationPool::new(1, metrics).expect("pool");
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let gate = Arc::new(std::sync::Mutex::new(gate));
         let mut running = Vec::new();
-        for _ in 0..3 {
+        let jobs = SLOTS_PER_WORKER + 1;
+        for _ in 0..jobs {
             let pool = pool.clone();
             let gate = gate.clone();
             running.push(tokio::spawn(async move {
@@ -221,10 +271,10 @@ mod tests {
         assert_eq!(pool.slots.available_permits(), 0);
         assert_eq!(
             pool.metrics.waiting.get(),
-            2,
-            "one queued, one waiting for a slot"
+            jobs as i64 - 1,
+            "one running, three queued, one waiting for a slot"
         );
-        for _ in 0..3 {
+        for _ in 0..jobs {
             release.send(()).expect("release");
         }
         for job in running {
