@@ -241,17 +241,18 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
             "/validate/reject-by-label",
             "/validate/opa-reject-by-label",
         ] {
-            let (cpu_before, latency_before) = (
-                cpu_us(pid)?,
-                evaluation_latency(metrics_port, "accept-all")?,
-            );
+            // Only the one-connection accept-all run needs the evaluation time.
+            let timed = path == "/validate/accept-all" && connections == 1;
+            let latency_before = if timed {
+                evaluation_latency(metrics_port, "accept-all")?
+            } else {
+                (0.0, 0.0)
+            };
+            let cpu_before = cpu_us(pid)?;
             let mut result = wrk(&dir, server.port, path, connections, seconds)?;
-            let (cpu_after, latency_after) = (
-                cpu_us(pid)?,
-                evaluation_latency(metrics_port, "accept-all")?,
-            );
-            result.server_cpu_us = (cpu_after - cpu_before) / result.requests;
-            if path == "/validate/accept-all" && connections == 1 {
+            result.server_cpu_us = (cpu_us(pid)? - cpu_before) / result.requests;
+            if timed {
+                let latency_after = evaluation_latency(metrics_port, "accept-all")?;
                 accept_all_evaluation_us = 1000.0 * (latency_after.0 - latency_before.0)
                     / (latency_after.1 - latency_before.1);
             }

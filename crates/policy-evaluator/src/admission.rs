@@ -34,12 +34,6 @@ pub struct DecodedRequest {
 }
 
 impl DecodedRequest {
-    /// A request built in memory (tests, the audit scanner): its JSON text is serialized once.
-    pub fn from_value(value: Value) -> Self {
-        let json = Bytes::from(value.to_string());
-        DecodedRequest { value, json }
-    }
-
     pub fn value(&self) -> &Value {
         &self.value
     }
