@@ -6,8 +6,8 @@
 #![no_main]
 
 use api_types::crd::PolicyMode;
-use libfuzzer_sys::fuzz_target;
 use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
 use policy_evaluator::admission::{Document, decode_request, shape};
 use policy_evaluator::response::{AdmissionResponse, ValidationResponse};
 use serde_json::Value;
@@ -23,17 +23,38 @@ fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(body);
     if let Ok(raw) = decode_request(&body, Document::Raw) {
         let reparsed: Value = serde_json::from_slice(raw.json()).expect("the text is JSON");
-        assert_eq!(&reparsed, raw.value(), "the text a policy gets is the parsed request");
+        assert_eq!(
+            &reparsed,
+            raw.value(),
+            "the text a policy gets is the parsed request"
+        );
+        // The members read without parsing the request are the ones the parsed request has.
+        fn text(member: Option<&Value>) -> &str {
+            member.and_then(Value::as_str).unwrap_or_default()
+        }
+        assert_eq!(raw.uid(), text(reparsed.get("uid")));
+        assert_eq!(raw.namespace(), text(reparsed.get("namespace")));
+        assert_eq!(raw.operation(), text(reparsed.get("operation")));
+        assert_eq!(
+            raw.kind(),
+            text(reparsed.get("kind").and_then(|kind| kind.get("kind")))
+        );
     }
     let Ok(decoded) = decode_request(&body, Document::AdmissionReview) else {
         return;
     };
     let request = decoded.value();
-    let uid = request["uid"].as_str().expect("decoded requests have a string uid");
+    let uid = request["uid"]
+        .as_str()
+        .expect("decoded requests have a string uid");
     let Ok(answer) = serde_json::from_slice::<ValidationResponse>(answer) else {
         return;
     };
-    let mode = if flags & 1 == 0 { PolicyMode::Protect } else { PolicyMode::Monitor };
+    let mode = if flags & 1 == 0 {
+        PolicyMode::Protect
+    } else {
+        PolicyMode::Monitor
+    };
     let allowed_to_mutate = flags & 2 != 0;
     let custom_message = (flags & 4 != 0).then_some("custom message");
     let object = request.get("object").cloned().unwrap_or(Value::Null);
@@ -45,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(shaped.allowed && shaped.patch.is_none() && shaped.status.is_none());
     }
     if !allowed_to_mutate {
-        assert!(shaped.patch.is_none(), "a patch from a policy that may not mutate");
+        assert!(
+            shaped.patch.is_none(),
+            "a patch from a policy that may not mutate"
+        );
     }
     if let (Some(message), false) = (custom_message, shaped.allowed) {
         assert_eq!(

@@ -5,10 +5,11 @@
 //! a server.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use api_types::crd::PolicyMode;
 use bytes::Bytes;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -23,19 +24,29 @@ pub enum Document {
     Raw,
 }
 
-/// The `request` of a webhook body, twice: parsed, for the host (labels, uid, Rego input),
-/// and as the JSON text it arrived as, which waPC and WASI policies are given inside their
-/// payload. Keeping the text spares serializing the request again for every evaluation; it is
-/// a slice of the body, not a copy.
-#[derive(Debug, Clone)]
+/// The `request` of a webhook body: the JSON text it arrived as, which waPC and WASI policies
+/// are given inside their payload (a slice of the body, not a copy), and the few members the
+/// host reads for every request (uid, namespace, kind, operation: metric labels and answers).
+///
+/// The whole request is parsed into a [`Value`] only when something needs it (Rego input, the
+/// diff of a mutation, a raw document's patch), on the thread that asks: for a policy that
+/// only validates, the request is never built as a tree. Building and freeing that tree was
+/// the largest share of the webhook's own CPU time per request (see the README's benchmark).
+#[derive(Debug)]
 pub struct DecodedRequest {
-    value: Value,
     json: Bytes,
+    summary: RequestSummary,
+    value: OnceLock<Value>,
 }
 
 impl DecodedRequest {
+    /// The request, parsed on first use.
     pub fn value(&self) -> &Value {
-        &self.value
+        self.value.get_or_init(|| {
+            // The text was checked to be JSON when the body was decoded; a tree that is
+            // deeper than serde_json's limit there would have been refused there already.
+            serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+        })
     }
 
     /// The request's JSON text.
@@ -45,15 +56,27 @@ impl DecodedRequest {
 
     /// The request's `uid`, or `""`.
     pub fn uid(&self) -> &str {
-        self.text(&["uid"])
+        self.uid_member().unwrap_or_default()
     }
 
-    /// The string at a path of member names into the request (`["kind", "kind"]`), or `""`.
-    pub fn text(&self, path: &[&str]) -> &str {
-        path.iter()
-            .try_fold(&self.value, |value, name| value.get(name))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+    /// The request's `uid`, if it is a string.
+    pub(crate) fn uid_member(&self) -> Option<&str> {
+        self.summary.uid.as_deref()
+    }
+
+    /// `namespace`, or `""`.
+    pub fn namespace(&self) -> &str {
+        &self.summary.namespace
+    }
+
+    /// `kind.kind`, or `""`.
+    pub fn kind(&self) -> &str {
+        &self.summary.kind
+    }
+
+    /// `operation`, or `""`.
+    pub fn operation(&self) -> &str {
+        &self.summary.operation
     }
 }
 
@@ -75,20 +98,189 @@ pub fn decode_request(body: &Bytes, document: Document) -> Result<DecodedRequest
         }
     })?;
     let raw = envelope.request.ok_or_else(no_request)?;
-    let value: Value =
+    let summary: RequestSummary =
         serde_json::from_str(raw.get()).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     if document == Document::AdmissionReview {
-        if !value.is_object() {
+        if !summary.is_object {
             return Err("\"request\" must be an object".into());
         }
-        if !value.get("uid").is_some_and(Value::is_string) {
+        if summary.uid.is_none() {
             return Err("the AdmissionReview request has no \"uid\"".into());
         }
     }
     Ok(DecodedRequest {
-        value,
         json: body.slice_ref(raw.get().as_bytes()),
+        summary,
+        value: OnceLock::new(),
     })
+}
+
+/// What the host reads of every request, picked out in one pass over its text; everything
+/// else is skipped without being built. Members that are repeated count as `Value` would count
+/// them (the last one); members that are not strings read as `""`.
+#[derive(Debug, Default)]
+struct RequestSummary {
+    is_object: bool,
+    uid: Option<String>,
+    namespace: String,
+    kind: String,
+    operation: String,
+}
+
+impl FromJson for RequestSummary {
+    fn from_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut summary = RequestSummary {
+            is_object: true,
+            ..Default::default()
+        };
+        while let Some(key) = map.next_key::<SummaryMember>()? {
+            match key {
+                SummaryMember::Uid => {
+                    summary.uid = map.next_value::<Text>()?.0;
+                }
+                SummaryMember::Namespace => {
+                    summary.namespace = map.next_value::<Text>()?.0.unwrap_or_default();
+                }
+                SummaryMember::Operation => {
+                    summary.operation = map.next_value::<Text>()?.0.unwrap_or_default();
+                }
+                SummaryMember::Kind => summary.kind = map.next_value::<KindMember>()?.0,
+                SummaryMember::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// The members of a request the summary keeps.
+enum SummaryMember {
+    Uid,
+    Namespace,
+    Kind,
+    Operation,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for SummaryMember {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = SummaryMember;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<SummaryMember, E> {
+                Ok(match name {
+                    "uid" => SummaryMember::Uid,
+                    "namespace" => SummaryMember::Namespace,
+                    "kind" => SummaryMember::Kind,
+                    "operation" => SummaryMember::Operation,
+                    _ => SummaryMember::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// A string, or `None` for any other JSON value.
+#[derive(Default)]
+struct Text(Option<String>);
+
+impl FromJson for Text {
+    fn from_text(text: &str) -> Self {
+        Text(Some(text.to_string()))
+    }
+}
+
+/// The `kind` member of a request (a GroupVersionKind): its own `kind` string, or `""`.
+#[derive(Default)]
+struct KindMember(String);
+
+impl FromJson for KindMember {
+    fn from_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut kind = KindMember::default();
+        while let Some(key) = map.next_key::<SummaryMember>()? {
+            if let SummaryMember::Kind = key {
+                kind.0 = map.next_value::<Text>()?.0.unwrap_or_default();
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(kind)
+    }
+}
+
+/// A value read from any JSON value: objects and strings as the type says, every other value
+/// skipped and read as the default.
+trait FromJson: Default {
+    fn from_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Self::default())
+    }
+
+    fn from_text(_text: &str) -> Self {
+        Self::default()
+    }
+}
+
+/// Deserializes any [`FromJson`] type from whatever JSON value is there.
+macro_rules! deserialize_from_json {
+    ($($type:ty),*) => {$(
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_any(AnyJson(std::marker::PhantomData))
+            }
+        }
+    )*};
+}
+deserialize_from_json!(RequestSummary, Text, KindMember);
+
+struct AnyJson<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: FromJson> Visitor<'de> for AnyJson<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_object(map)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        Ok(T::from_text(text))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
 }
 
 /// A webhook body as far as the policy-server reads it: the raw `request` member of a JSON
@@ -237,6 +429,60 @@ mod tests {
         assert_eq!(escaped.value()["a"], 1);
         let err = decode(b"[]", Document::Raw).expect_err("refused");
         assert!(err.contains("must be {\"request\""), "{err}");
+    }
+
+    #[test]
+    fn the_members_the_host_reads_are_picked_without_parsing_the_rest() {
+        let body = Bytes::from_static(
+            br#"{"request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE", "namespace": "team-a",
+                "object": {"kind": "NotThisOne", "metadata": {"namespace": "nor-this"}}}}"#,
+        );
+        let decoded = decode_request(&body, Document::AdmissionReview).expect("valid");
+        assert_eq!(
+            (
+                decoded.uid(),
+                decoded.kind(),
+                decoded.operation(),
+                decoded.namespace()
+            ),
+            ("u-1", "Pod", "CREATE", "team-a")
+        );
+        assert!(decoded.value.get().is_none(), "not parsed until asked");
+        assert_eq!(decoded.value()["object"]["kind"], "NotThisOne");
+
+        // As `Value` reads them: escapes decoded, the last of repeated members, non-strings "".
+        let body = Bytes::from_static(
+            br#"{"request": {"uid": "first", "u\u0069d": "x\"y", "namespace": 3,
+                "kind": "Pod", "operation": ["CREATE"], "kind": {"kind": {"kind": "deep"}}}}"#,
+        );
+        let decoded = decode_request(&body, Document::AdmissionReview).expect("valid");
+        assert_eq!(decoded.uid(), "x\"y");
+        assert_eq!(decoded.uid(), decoded.value()["uid"]);
+        assert_eq!(
+            (decoded.namespace(), decoded.operation(), decoded.kind()),
+            ("", "", "")
+        );
+
+        // An empty uid is a uid; a raw document need not be an object.
+        let empty = Bytes::from_static(br#"{"request": {"uid": ""}}"#);
+        let decoded = decode_request(&empty, Document::AdmissionReview).expect("valid");
+        assert_eq!(decoded.uid_member(), Some(""));
+        for document in [
+            &b"[1, {\"uid\": \"u\"}]"[..],
+            b"\"text\"",
+            b"null",
+            b"1.5",
+            b"true",
+        ] {
+            let body = Bytes::from([&b"{\"request\": "[..], document, b"}"].concat());
+            let raw = decode_request(&body, Document::Raw).expect("any document");
+            assert_eq!(raw.uid_member(), None);
+            assert_eq!(
+                raw.value(),
+                &serde_json::from_slice::<Value>(document).expect("json")
+            );
+        }
     }
 
     fn patched() -> AdmissionResponse {

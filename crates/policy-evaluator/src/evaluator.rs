@@ -49,6 +49,30 @@ impl EvaluatorSettings {
     }
 }
 
+/// A request as a caller has it: parsed already, or decoded from a webhook body (its text
+/// at hand, parsed only on demand).
+enum Request<'a> {
+    Parsed(&'a Value),
+    Decoded(&'a DecodedRequest),
+}
+
+impl Request<'_> {
+    fn value(&self) -> &Value {
+        match self {
+            Request::Parsed(value) => value,
+            Request::Decoded(decoded) => decoded.value(),
+        }
+    }
+
+    /// The `uid` member, if it is a string.
+    fn uid(&self) -> Option<&str> {
+        match self {
+            Request::Parsed(value) => value.get("uid").and_then(Value::as_str),
+            Request::Decoded(decoded) => decoded.uid_member(),
+        }
+    }
+}
+
 /// A waPC instance, initialised (`_start`, `wapc_init`) and kept for the next evaluation.
 struct WarmInstance {
     store: Store<HostState>,
@@ -144,22 +168,23 @@ impl PolicyEvaluator {
 
     /// Evaluates an AdmissionRequest (the `request` of an AdmissionReview).
     pub fn validate(&self, request: &Value) -> Result<AdmissionResponse, EvaluationError> {
-        self.validate_admission(request, None)
+        self.validate_admission(Request::Parsed(request))
     }
 
     /// [`validate`](Self::validate) for a request decoded from a webhook body: waPC and WASI
-    /// policies are given its JSON text as it arrived instead of a serialization of it.
+    /// policies are given its JSON text as it arrived instead of a serialization of it, and
+    /// the request is parsed only if the policy needs it (Rego input, a mutation's diff).
     pub fn validate_request(
         &self,
         request: &DecodedRequest,
     ) -> Result<AdmissionResponse, EvaluationError> {
-        self.validate_admission(request.value(), Some(request.json()))
+        self.validate_admission(Request::Decoded(request))
     }
 
     /// Evaluates a free-form document (raw policies, `/validate_raw`); a mutation is a patch
     /// of the whole document.
     pub fn validate_raw(&self, request: &Value) -> Result<AdmissionResponse, EvaluationError> {
-        self.validate_document(request, None)
+        self.validate_document(Request::Parsed(request))
     }
 
     /// [`validate_raw`](Self::validate_raw) for a document decoded from a webhook body.
@@ -167,41 +192,42 @@ impl PolicyEvaluator {
         &self,
         request: &DecodedRequest,
     ) -> Result<AdmissionResponse, EvaluationError> {
-        self.validate_document(request.value(), Some(request.json()))
+        self.validate_document(Request::Decoded(request))
     }
 
-    /// `json`, when given, is `request` as JSON text.
     fn validate_admission(
         &self,
-        request: &Value,
-        json: Option<&[u8]>,
+        request: Request<'_>,
     ) -> Result<AdmissionResponse, EvaluationError> {
         let uid = request
-            .get("uid")
-            .and_then(Value::as_str)
+            .uid()
             .ok_or_else(|| EvaluationError::InvalidRequest("the request has no uid".into()))?;
         if let Runtime::Opa(_) = self.module.runtime {
-            return self.validate_rego(uid, request, false);
+            return self.validate_rego(uid, request.value(), false);
         }
-        let answer = self.validation_answer(request, json)?;
-        let object = request.get("object").unwrap_or(&Value::Null);
+        let answer = self.validation_answer(&request)?;
+        // Only a mutation needs the object, to diff it against the mutated one.
+        let object = match &answer.mutated_object {
+            Some(_) => request.value().get("object").unwrap_or(&Value::Null),
+            None => &Value::Null,
+        };
         Ok(AdmissionResponse::from_validation(uid, object, answer))
     }
 
     fn validate_document(
         &self,
-        request: &Value,
-        json: Option<&[u8]>,
+        request: Request<'_>,
     ) -> Result<AdmissionResponse, EvaluationError> {
-        let uid = request
-            .get("uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let uid = request.uid().unwrap_or_default();
         if let Runtime::Opa(_) = self.module.runtime {
-            return self.validate_rego(uid, request, true);
+            return self.validate_rego(uid, request.value(), true);
         }
-        let answer = self.validation_answer(request, json)?;
-        Ok(AdmissionResponse::from_validation(uid, request, answer))
+        let answer = self.validation_answer(&request)?;
+        let document = match &answer.mutated_object {
+            Some(_) => request.value(),
+            None => &Value::Null,
+        };
+        Ok(AdmissionResponse::from_validation(uid, document, answer))
     }
 
     /// Evaluates a Rego policy: `opa` policies see `{"request": ...}` as input and their
@@ -275,15 +301,14 @@ impl PolicyEvaluator {
         }
     }
 
-    /// Asks a waPC or WASI policy about a request; `json`, when given, is its JSON text.
+    /// Asks a waPC or WASI policy about a request.
     fn validation_answer(
         &self,
-        request: &Value,
-        json: Option<&[u8]>,
+        request: &Request<'_>,
     ) -> Result<ValidationResponse, EvaluationError> {
-        let payload = match json {
-            Some(json) => self.validation_payload(json),
-            None => self.validation_payload(request.to_string().as_bytes()),
+        let payload = match request {
+            Request::Decoded(decoded) => self.validation_payload(decoded.json()),
+            Request::Parsed(value) => self.validation_payload(value.to_string().as_bytes()),
         };
         let answer = self.call("validate", payload)?;
         serde_json::from_slice(&answer).map_err(|e| EvaluationError::InvalidAnswer {

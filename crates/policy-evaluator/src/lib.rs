@@ -12,9 +12,10 @@
 //! - [`PolicyModule`]: a compiled module with its `InstancePre`.
 //! - [`PolicyEvaluator`]: `validate`, `validate_raw`, `validate_settings`, `protocol_version`.
 //! - [`response`]: ValidationResponse → AdmissionResponse, mutations as JSON Patch.
-//! - [`admission`]: a webhook body's `request` ([`admission::DecodedRequest`]: parsed, and its
-//!   JSON text as received, which waPC and WASI guests get without a re-serialization), and a
-//!   policy's answer shaped by its mode, mutation permission and custom message.
+//! - [`admission`]: a webhook body's `request` ([`admission::DecodedRequest`]: its JSON text as
+//!   received, which waPC and WASI guests get without a re-serialization, the few members the
+//!   host reads, and the parsed tree only when asked for), and a policy's answer shaped by its
+//!   mode, mutation permission and custom message.
 //! - [`host`]: host capabilities and their grants.
 //! - [`limits`]: deadline and memory cap of each evaluation.
 //!

@@ -163,13 +163,14 @@ async fn answer(
         return error(StatusCode::NOT_FOUND, format!("unknown policy: {id}"));
     };
     // Shared with the evaluation thread, which drops its handle first: the request is freed
-    // here, on the thread that allocated it.
+    // here, on the thread that allocated it (a tree parsed on demand for a Rego policy or a
+    // mutation is the exception).
     let request = match decode_request(&body, origin.document()) {
         Ok(request) => Arc::new(request),
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let uid = request.uid();
-    let namespace = request.text(&["namespace"]);
+    let namespace = request.namespace();
 
     let response = if origin == Origin::Validate
         && state.always_accept_namespace.as_deref() == Some(namespace)
@@ -223,8 +224,8 @@ async fn answer(
             &EvaluationLabels {
                 policy_name: id,
                 policy_mode: policy.mode.as_str(),
-                resource_kind: request.text(&["kind", "kind"]),
-                operation: request.text(&["operation"]),
+                resource_kind: request.kind(),
+                operation: request.operation(),
                 accepted: response.allowed,
                 mutated: response.patch.is_some(),
                 origin: origin.label(),
