@@ -1,5 +1,7 @@
 //! Prometheus metrics, with the names and labels upstream exports over OpenTelemetry.
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, MetricFamily, MetricType};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -20,8 +22,7 @@ pub const EVALUATION_LABELS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub evaluations: IntCounterVec,
-    pub latency: HistogramVec,
+    latency: HistogramVec,
     pub http_requests: IntCounterVec,
     pub workers: IntGauge,
     pub busy: IntGauge,
@@ -45,10 +46,6 @@ pub struct EvaluationLabels<'a> {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let evaluations = IntCounterVec::new(
-            Opts::new("kubewarden_policy_evaluations_total", "Policy evaluations"),
-            EVALUATION_LABELS,
-        )?;
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "kubewarden_policy_evaluation_latency_milliseconds",
@@ -79,7 +76,7 @@ impl Metrics {
             "kubewarden_policy_server_evaluations_waiting",
             "Evaluations waiting for a worker",
         )?;
-        registry.register(Box::new(evaluations.clone()))?;
+        registry.register(Box::new(EvaluationCounts::new(latency.clone())?))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(workers.clone()))?;
@@ -87,7 +84,6 @@ impl Metrics {
         registry.register(Box::new(waiting.clone()))?;
         Ok(Metrics {
             registry,
-            evaluations,
             latency,
             http_requests,
             workers,
@@ -109,7 +105,6 @@ impl Metrics {
             labels.namespace,
             error_code.as_str(),
         ];
-        self.evaluations.with_label_values(&values).inc();
         self.latency.with_label_values(&values).observe(millis);
     }
 
@@ -119,5 +114,109 @@ impl Metrics {
         // Encoding into a Vec only fails for invalid metric families, which we never create.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+/// `kubewarden_policy_evaluations_total`, read from the latency histogram's sample counts when
+/// scraped: every evaluation is observed once, in one label lookup, instead of a counter and a
+/// histogram each looking up the same nine labels on the request path.
+#[derive(Debug)]
+struct EvaluationCounts {
+    latency: HistogramVec,
+    desc: Desc,
+}
+
+impl EvaluationCounts {
+    const NAME: &str = "kubewarden_policy_evaluations_total";
+    const HELP: &str = "Policy evaluations";
+
+    fn new(latency: HistogramVec) -> Result<Self, prometheus::Error> {
+        let desc = Desc::new(
+            Self::NAME.to_string(),
+            Self::HELP.to_string(),
+            EVALUATION_LABELS.iter().map(|l| l.to_string()).collect(),
+            Default::default(),
+        )?;
+        Ok(EvaluationCounts { latency, desc })
+    }
+}
+
+impl Collector for EvaluationCounts {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.latency.collect();
+        for family in &mut families {
+            family.set_name(Self::NAME.to_string());
+            family.set_help(Self::HELP.to_string());
+            family.set_field_type(MetricType::COUNTER);
+            for metric in family.mut_metric() {
+                let mut counter = Counter::default();
+                counter.set_value(metric.get_histogram().get_sample_count() as f64);
+                metric.set_histogram(Default::default());
+                metric.set_counter(counter);
+            }
+        }
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluations_are_counted_per_label_set_and_timed() {
+        let metrics = Metrics::new().expect("registry");
+        let labels = EvaluationLabels {
+            policy_name: "p",
+            policy_mode: "protect",
+            resource_kind: "Pod",
+            operation: "CREATE",
+            accepted: false,
+            origin: "validate",
+            namespace: "default",
+            error_code: Some(403),
+            ..Default::default()
+        };
+        metrics.record_evaluation(&labels, 0.2);
+        metrics.record_evaluation(&labels, 0.3);
+        metrics.record_evaluation(
+            &EvaluationLabels {
+                accepted: true,
+                error_code: None,
+                ..labels
+            },
+            0.1,
+        );
+        let text = metrics.render();
+        let series = r#"{accepted="false",error_code="403",mutated="false",policy_mode="protect",policy_name="p",request_origin="validate",resource_kind="Pod",resource_namespace="default",resource_request_operation="CREATE"}"#;
+        assert!(
+            text.contains("# TYPE kubewarden_policy_evaluations_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("kubewarden_policy_evaluations_total{series} 2\n")),
+            "{text}"
+        );
+        assert!(text.contains(r#"kubewarden_policy_evaluations_total{accepted="true",error_code="",mutated="false""#), "{text}");
+        assert!(
+            text.contains("# TYPE kubewarden_policy_evaluation_latency_milliseconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "kubewarden_policy_evaluation_latency_milliseconds_count{series} 2\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "kubewarden_policy_evaluation_latency_milliseconds_sum{series} 0.5\n"
+            )),
+            "{text}"
+        );
     }
 }

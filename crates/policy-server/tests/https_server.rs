@@ -380,3 +380,53 @@ fn default_download_dir_is_the_working_directory() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn metrics_count_and_time_evaluations_with_upstream_labels() {
+    let (dir, _pki) = setup("metrics");
+    let metrics_port = free_port();
+    let server = start(
+        &dir,
+        None,
+        &[
+            "--enable-metrics",
+            "--metrics-port",
+            &metrics_port.to_string(),
+        ],
+    );
+    let ca = dir.join("ca.crt");
+    verdict(&server, &ca, "reject-label", json!({"forbidden": "1"}));
+    verdict(&server, &ca, "reject-label", json!({"forbidden": "1"}));
+    verdict(&server, &ca, "monitored", json!({"forbidden": "1"}));
+    let output = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let series = |policy: &str, mode: &str, accepted: bool, code: &str| {
+        format!(
+            r#"{{accepted="{accepted}",error_code="{code}",mutated="false",policy_mode="{mode}",policy_name="{policy}",request_origin="validate",resource_kind="Pod",resource_namespace="default",resource_request_operation="CREATE"}}"#
+        )
+    };
+    // The policy's own code: it rejects with 403.
+    let rejected = series("reject-label", "protect", false, "403");
+    for line in [
+        format!("kubewarden_policy_evaluations_total{rejected} 2"),
+        format!("kubewarden_policy_evaluation_latency_milliseconds_count{rejected} 2"),
+        // Monitor mode counts what the API server was told.
+        format!(
+            "kubewarden_policy_evaluations_total{} 1",
+            series("monitored", "monitor", true, "")
+        ),
+        r#"kubewarden_policy_server_http_requests_total{endpoint="validate",status="200"} 3"#
+            .to_string(),
+        "kubewarden_policy_server_workers 2".to_string(),
+        "kubewarden_policy_server_workers_busy 0".to_string(),
+        "kubewarden_policy_server_evaluations_waiting 0".to_string(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+}
