@@ -16,6 +16,7 @@ mod images;
 mod local_server;
 mod policies;
 mod test;
+mod tls_floor;
 
 use std::path::PathBuf;
 
@@ -54,8 +55,9 @@ enum Command {
         #[arg(long)]
         server: bool,
     },
-    /// Load-test the policy-server with wrk against its no-op baseline; cold start with 20
-    /// policies. Prints a table and writes target/bench/policy-server.md.
+    /// Load-test the policy-server with wrk against its no-op baseline and, at one connection,
+    /// a minimal HTTPS responder; cold start with 20 policies. Prints a table and writes
+    /// target/bench/policy-server.md.
     Bench {
         /// What to measure: the policy-server under load; an audit-scanner run over
         /// `--resources` ConfigMaps with 5 policies on the local control plane; or
