@@ -133,19 +133,19 @@ impl FromJson for RequestSummary {
             is_object: true,
             ..Default::default()
         };
-        while let Some(key) = map.next_key::<SummaryMember>()? {
+        while let Some(key) = map.next_key::<Member>()? {
             match key {
-                SummaryMember::Uid => {
+                Member::Uid => {
                     summary.uid = map.next_value::<Text>()?.0;
                 }
-                SummaryMember::Namespace => {
+                Member::Namespace => {
                     summary.namespace = map.next_value::<Text>()?.0.unwrap_or_default();
                 }
-                SummaryMember::Operation => {
+                Member::Operation => {
                     summary.operation = map.next_value::<Text>()?.0.unwrap_or_default();
                 }
-                SummaryMember::Kind => summary.kind = map.next_value::<KindMember>()?.0,
-                SummaryMember::Other => {
+                Member::Kind => summary.kind = map.next_value::<KindMember>()?.0,
+                Member::Request | Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -154,8 +154,11 @@ impl FromJson for RequestSummary {
     }
 }
 
-/// The members of a request the summary keeps.
-enum SummaryMember {
+/// The member names the host looks for: `request` in a webhook body, the others in the
+/// request. Compared without keeping the name (names may hold escapes, so they cannot always
+/// be borrowed).
+enum Member {
+    Request,
     Uid,
     Namespace,
     Kind,
@@ -163,23 +166,24 @@ enum SummaryMember {
     Other,
 }
 
-impl<'de> serde::Deserialize<'de> for SummaryMember {
+impl<'de> serde::Deserialize<'de> for Member {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct NameVisitor;
         impl Visitor<'_> for NameVisitor {
-            type Value = SummaryMember;
+            type Value = Member;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a member name")
             }
 
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<SummaryMember, E> {
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
                 Ok(match name {
-                    "uid" => SummaryMember::Uid,
-                    "namespace" => SummaryMember::Namespace,
-                    "kind" => SummaryMember::Kind,
-                    "operation" => SummaryMember::Operation,
-                    _ => SummaryMember::Other,
+                    "request" => Member::Request,
+                    "uid" => Member::Uid,
+                    "namespace" => Member::Namespace,
+                    "kind" => Member::Kind,
+                    "operation" => Member::Operation,
+                    _ => Member::Other,
                 })
             }
         }
@@ -204,8 +208,8 @@ struct KindMember(String);
 impl FromJson for KindMember {
     fn from_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut kind = KindMember::default();
-        while let Some(key) = map.next_key::<SummaryMember>()? {
-            if let SummaryMember::Kind = key {
+        while let Some(key) = map.next_key::<Member>()? {
+            if let Member::Kind = key {
                 kind.0 = map.next_value::<Text>()?.0.unwrap_or_default();
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -306,40 +310,14 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut request = None;
-        while let Some(key) = map.next_key::<MemberName>()? {
-            if key.is_request {
+        while let Some(key) = map.next_key::<Member>()? {
+            if let Member::Request = key {
                 request = Some(map.next_value::<&'de RawValue>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(Envelope { request })
-    }
-}
-
-/// A member name, compared with `request` without keeping it (names may hold escapes, so they
-/// cannot always be borrowed).
-struct MemberName {
-    is_request: bool,
-}
-
-impl<'de> serde::Deserialize<'de> for MemberName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl Visitor<'_> for NameVisitor {
-            type Value = MemberName;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<MemberName, E> {
-                Ok(MemberName {
-                    is_request: name == "request",
-                })
-            }
-        }
-        deserializer.deserialize_str(NameVisitor)
     }
 }
 
