@@ -43,8 +43,8 @@ impl DecodedRequest {
     /// The request, parsed on first use.
     pub fn value(&self) -> &Value {
         self.value.get_or_init(|| {
-            // The text was checked to be JSON when the body was decoded; a tree that is
-            // deeper than serde_json's limit there would have been refused there already.
+            // The text was checked to be JSON, and no deeper than serde_json's limit, when the
+            // body was decoded (see `Skipped`), so this parse does not fail.
             serde_json::from_slice(&self.json).unwrap_or(Value::Null)
         })
     }
@@ -146,7 +146,7 @@ impl FromJson for RequestSummary {
                 }
                 Member::Kind => summary.kind = map.next_value::<KindMember>()?.0,
                 Member::Request | Member::Other => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Skipped>()?;
                 }
             }
         }
@@ -212,18 +212,27 @@ impl FromJson for KindMember {
             if let Member::Kind = key {
                 kind.0 = map.next_value::<Text>()?.0.unwrap_or_default();
             } else {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value::<Skipped>()?;
             }
         }
         Ok(kind)
     }
 }
 
+/// Any JSON value, skipped. Unlike `IgnoredAny` (which serde_json skips without a depth
+/// limit) it goes through serde_json's recursion check, so a request nested deeper than a
+/// `Value` may be is refused when decoded, as it was when requests were parsed whole, rather
+/// than failing later when the tree is asked for.
+#[derive(Default)]
+struct Skipped;
+
+impl FromJson for Skipped {}
+
 /// A value read from any JSON value: objects and strings as the type says, every other value
 /// skipped and read as the default.
 trait FromJson: Default {
     fn from_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<IgnoredAny, Skipped>()?.is_some() {}
         Ok(Self::default())
     }
 
@@ -242,7 +251,7 @@ macro_rules! deserialize_from_json {
         }
     )*};
 }
-deserialize_from_json!(RequestSummary, Text, KindMember);
+deserialize_from_json!(RequestSummary, Text, KindMember, Skipped);
 
 struct AnyJson<T>(std::marker::PhantomData<T>);
 
@@ -262,7 +271,7 @@ impl<'de, T: FromJson> Visitor<'de> for AnyJson<T> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skipped>()?.is_some() {}
         Ok(T::default())
     }
 
@@ -441,6 +450,25 @@ mod tests {
             (decoded.namespace(), decoded.operation(), decoded.kind()),
             ("", "", "")
         );
+
+        // Nested deeper than serde_json's limit: refused when decoded, as a whole parse would.
+        let deep = format!(
+            r#"{{"request": {{"uid": "u", "object": {}{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for document in [Document::AdmissionReview, Document::Raw] {
+            let err = decode_request(&Bytes::from(deep.clone()), document).expect_err("too deep");
+            assert!(err.contains("recursion limit"), "{err}");
+        }
+        let deep_kind = format!(
+            r#"{{"request": {{"uid": "u", "kind": {{"x": {}{}}}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let err = decode_request(&Bytes::from(deep_kind), Document::AdmissionReview)
+            .expect_err("too deep");
+        assert!(err.contains("recursion limit"), "{err}");
 
         // An empty uid is a uid; a raw document need not be an object.
         let empty = Bytes::from_static(br#"{"request": {"uid": ""}}"#);
