@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the policy-server under load from a real load generator (wrk), over
 //! HTTPS with keep-alive, against its own no-op endpoint as a baseline; at one connection also
 //! against a minimal HTTPS responder (the floor of wrk, loopback and TLS), which gives the
-//! server's own overhead per request; plus cold start with 20 distinct policies, without and
+//! server's own overhead per request; optionally (`--sweep`) the no-op and accept-all at
+//! connection counts from 2 to 32; plus cold start with 20 distinct policies, without and
 //! with the compile cache. Prints a table and writes it to `target/bench/policy-server.md`.
 
 use std::fmt::Write as _;
@@ -171,6 +172,108 @@ fn evaluation_latency(metrics_port: u16, policy: &str) -> Result<(f64, f64)> {
     ))
 }
 
+/// A wrk run with the CPU time the server (process `pid`) used per request during it.
+fn wrk_with_server_cpu(
+    dir: &Path,
+    port: u16,
+    pid: u32,
+    path: &str,
+    connections: u32,
+    seconds: u32,
+) -> Result<LoadResult> {
+    let cpu_before = cpu_us(pid)?;
+    let mut result = wrk(dir, port, path, connections, seconds)?;
+    result.server_cpu_us = (cpu_us(pid)? - cpu_before) / result.requests;
+    Ok(result)
+}
+
+/// Connection counts of `--sweep`, and the alternating pairs run at each.
+const SWEEP_CONNECTIONS: [u32; 5] = [2, 4, 8, 16, 32];
+const SWEEP_PAIRS: usize = 3;
+
+/// Medians of the pairs at one connection count of the sweep.
+struct SweepPoint {
+    connections: u32,
+    noop: LoadResult,
+    accept_all: LoadResult,
+    ratio: f64,
+}
+
+/// `/noop` and `/validate/accept-all` in alternating pairs at each of [`SWEEP_CONNECTIONS`]:
+/// where the hand-off to an evaluation thread costs most depends on how busy the cores are
+/// (at low load each request wakes sleeping threads; at saturation the cores' time is
+/// shared), so one connection count does not tell it.
+fn connection_sweep(dir: &Path, port: u16, pid: u32, seconds: u32) -> Result<Vec<SweepPoint>> {
+    println!(
+        "==> sweep: {SWEEP_PAIRS} alternating pairs of /noop and /validate/accept-all at {SWEEP_CONNECTIONS:?} connections, {seconds} s each"
+    );
+    let mut points = Vec::new();
+    for connections in SWEEP_CONNECTIONS {
+        let (mut noop, mut accept_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..SWEEP_PAIRS {
+            let n = wrk_with_server_cpu(dir, port, pid, "/noop", connections, seconds)?;
+            let a =
+                wrk_with_server_cpu(dir, port, pid, "/validate/accept-all", connections, seconds)?;
+            ratios.push(100.0 * a.requests_per_second / n.requests_per_second);
+            noop.push(n);
+            accept_all.push(a);
+        }
+        let point = SweepPoint {
+            connections,
+            noop: median_result(&noop),
+            accept_all: median_result(&accept_all),
+            ratio: median(&ratios),
+        };
+        println!(
+            "  c={:<3} no-op {:>7.0} req/s, accept-all {:>7.0} req/s: {:>3.0} %",
+            connections,
+            point.noop.requests_per_second,
+            point.accept_all.requests_per_second,
+            point.ratio
+        );
+        points.push(point);
+    }
+    Ok(points)
+}
+
+/// Each field's median over `runs` of one endpoint.
+fn median_result(runs: &[LoadResult]) -> LoadResult {
+    let of = |field: fn(&LoadResult) -> f64| median(&runs.iter().map(field).collect::<Vec<_>>());
+    LoadResult {
+        endpoint: runs.first().map(|r| r.endpoint.clone()).unwrap_or_default(),
+        connections: runs.first().map_or(0, |r| r.connections),
+        requests: of(|r| r.requests),
+        requests_per_second: of(|r| r.requests_per_second),
+        p50_us: of(|r| r.p50_us),
+        p99_us: of(|r| r.p99_us),
+        p999_us: of(|r| r.p999_us),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        server_cpu_us: of(|r| r.server_cpu_us),
+    }
+}
+
+fn sweep_table(points: &[SweepPoint]) -> Result<String> {
+    let mut table = format!(
+        "Connection sweep (medians of {SWEEP_PAIRS} alternating pairs):\n\n| connections | `/noop` req/s | accept-all req/s | accept-all % of no-op | `/noop` p50 µs | accept-all p50 µs | server CPU µs/request, no-op | accept-all | errors |\n|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for p in points {
+        writeln!(
+            table,
+            "| {} | {:.0} | {:.0} | {:.0} % | {:.0} | {:.0} | {:.1} | {:.1} | {} |",
+            p.connections,
+            p.noop.requests_per_second,
+            p.accept_all.requests_per_second,
+            p.ratio,
+            p.noop.p50_us,
+            p.accept_all.p50_us,
+            p.noop.server_cpu_us,
+            p.accept_all.server_cpu_us,
+            p.noop.errors + p.accept_all.errors
+        )?;
+    }
+    Ok(table)
+}
+
 /// Pairs of no-op and accept-all runs behind the throughput ratio.
 const RATIO_PAIRS: usize = 5;
 
@@ -240,7 +343,7 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-pub fn run(root: &Path, seconds: u32) -> Result<()> {
+pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk is missing: apt-get install wrk");
     }
@@ -281,9 +384,7 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
             "/validate/reject-by-label",
             "/validate/opa-reject-by-label",
         ] {
-            let cpu_before = cpu_us(pid)?;
-            let mut result = wrk(&dir, server.port, path, connections, seconds)?;
-            result.server_cpu_us = (cpu_us(pid)? - cpu_before) / result.requests;
+            let result = wrk_with_server_cpu(&dir, server.port, pid, path, connections, seconds)?;
             println!(
                 "  {:<28} c={:<3} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  p99.9 {:>6.0} µs  server CPU {:>4.0} µs/request  errors {}",
                 result.endpoint,
@@ -299,6 +400,11 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
         }
     }
     let ratios = throughput_ratios(&dir, server.port, RATIO_PAIRS, seconds)?;
+    let sweep = if sweep {
+        connection_sweep(&dir, server.port, pid, seconds)?
+    } else {
+        Vec::new()
+    };
     let floor = TlsFloor::start(&dir)?;
     let latency = one_connection(&dir, floor.port, server.port, metrics_port, seconds)?;
     let (peak_kib, rss_kib) = server.memory_kib();
@@ -369,7 +475,11 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
         cold.as_secs_f64(),
         warm.as_secs_f64()
     )?;
-    let report = format!("{table}\n{summary}");
+    let report = if sweep.is_empty() {
+        format!("{table}\n{summary}")
+    } else {
+        format!("{table}\n{summary}\n{}", sweep_table(&sweep)?)
+    };
     println!("\n{report}");
     let target = crate::local_server::target_dir(root);
     let out = target.join("bench/policy-server.md");
@@ -377,4 +487,40 @@ pub fn run(root: &Path, seconds: u32) -> Result<()> {
     std::fs::write(&out, report)?;
     println!("written to {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(requests_per_second: f64, p50_us: f64, errors: u64) -> LoadResult {
+        LoadResult {
+            endpoint: "/noop".into(),
+            connections: 4,
+            requests: requests_per_second * 3.0,
+            requests_per_second,
+            p50_us,
+            p99_us: p50_us * 10.0,
+            p999_us: p50_us * 100.0,
+            errors,
+            server_cpu_us: 1e6 / requests_per_second,
+        }
+    }
+
+    #[test]
+    fn sweep_points_take_each_fields_median_and_all_errors() {
+        let median_run = median_result(&[
+            run_with(30_000.0, 90.0, 0),
+            run_with(10_000.0, 120.0, 2),
+            run_with(20_000.0, 60.0, 1),
+        ]);
+        assert_eq!(median_run.endpoint, "/noop");
+        assert_eq!(median_run.connections, 4);
+        assert_eq!(median_run.requests_per_second, 20_000.0);
+        assert_eq!(median_run.p50_us, 90.0);
+        assert_eq!(median_run.server_cpu_us, 50.0);
+        assert_eq!(median_run.errors, 3);
+        assert!(median(&[]).is_nan());
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
 }

@@ -70,6 +70,10 @@ enum Command {
         /// Resources to scan (audit) or to cache (context).
         #[arg(long, default_value_t = 10_000)]
         resources: u32,
+        /// Also sweep the connection count (2 to 32) with alternating pairs of /noop and
+        /// /validate/accept-all: throughput, ratio, server CPU and latency at each (policy-server).
+        #[arg(long)]
+        sweep: bool,
     },
     /// Faults against the real policy-server under steady load: policies that loop, allocate
     /// without bound, trap and overflow their stack, and a certificate rotation. Fails if a
@@ -157,8 +161,9 @@ fn main() -> Result<()> {
         Command::Bench {
             target: BenchTarget::PolicyServer,
             seconds,
+            sweep,
             ..
-        } => bench::run(&repo_root(), seconds),
+        } => bench::run(&repo_root(), seconds, sweep),
         Command::Bench {
             target: BenchTarget::Audit,
             resources,
@@ -168,6 +173,7 @@ fn main() -> Result<()> {
             target: BenchTarget::Context,
             resources,
             seconds,
+            ..
         } => bench_context::run(&repo_root(), resources, seconds),
     }
 }
