@@ -193,7 +193,6 @@ const SWEEP_PAIRS: usize = 3;
 
 /// Medians of the pairs at one connection count of the sweep.
 struct SweepPoint {
-    connections: u32,
     noop: LoadResult,
     accept_all: LoadResult,
     ratio: f64,
@@ -219,7 +218,6 @@ fn connection_sweep(dir: &Path, port: u16, pid: u32, seconds: u32) -> Result<Vec
             accept_all.push(a);
         }
         let point = SweepPoint {
-            connections,
             noop: median_result(&noop),
             accept_all: median_result(&accept_all),
             ratio: median(&ratios),
@@ -260,7 +258,7 @@ fn sweep_table(points: &[SweepPoint]) -> Result<String> {
         writeln!(
             table,
             "| {} | {:.0} | {:.0} | {:.0} % | {:.0} | {:.0} | {:.1} | {:.1} | {} |",
-            p.connections,
+            p.noop.connections,
             p.noop.requests_per_second,
             p.accept_all.requests_per_second,
             p.ratio,
