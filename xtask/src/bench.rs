@@ -198,7 +198,7 @@ struct SweepPoint {
     ratio: f64,
 }
 
-/// `/noop` and `/validate/accept-all` in alternating pairs at each of [`SWEEP_CONNECTIONS`]:
+/// [`alternating_pairs`] at each of [`SWEEP_CONNECTIONS`]:
 /// where the hand-off to an evaluation thread costs most depends on how busy the cores are
 /// (at low load each request wakes sleeping threads; at saturation the cores' time is
 /// shared), so one connection count does not tell it.
@@ -208,19 +208,16 @@ fn connection_sweep(dir: &Path, port: u16, pid: u32, seconds: u32) -> Result<Vec
     );
     let mut points = Vec::new();
     for connections in SWEEP_CONNECTIONS {
-        let (mut noop, mut accept_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..SWEEP_PAIRS {
-            let n = wrk_with_server_cpu(dir, port, pid, "/noop", connections, seconds)?;
-            let a =
-                wrk_with_server_cpu(dir, port, pid, "/validate/accept-all", connections, seconds)?;
-            ratios.push(100.0 * a.requests_per_second / n.requests_per_second);
-            noop.push(n);
-            accept_all.push(a);
-        }
+        let pairs = alternating_pairs(dir, port, pid, connections, SWEEP_PAIRS, seconds)?;
+        let ratio = median(&pairs.iter().map(Pair::ratio).collect::<Vec<_>>());
+        let (noop, accept_all): (Vec<_>, Vec<_>) = pairs
+            .into_iter()
+            .map(|pair| (pair.noop, pair.accept_all))
+            .unzip();
         let point = SweepPoint {
             noop: median_result(&noop),
             accept_all: median_result(&accept_all),
-            ratio: median(&ratios),
+            ratio,
         };
         println!(
             "  c={:<3} no-op {:>7.0} req/s, accept-all {:>7.0} req/s: {:>3.0} %",
@@ -275,20 +272,62 @@ fn sweep_table(points: &[SweepPoint]) -> Result<String> {
 /// Pairs of no-op and accept-all runs behind the throughput ratio.
 const RATIO_PAIRS: usize = 5;
 
-/// `/validate/accept-all` throughput as a percentage of `/noop`, at 16 connections, measured
-/// in alternating pairs: on shared cores the machine's speed drifts by tens of percent within
-/// a minute, and a pair run back to back sees nearly the same machine.
-fn throughput_ratios(dir: &Path, port: u16, pairs: usize, seconds: u32) -> Result<Vec<f64>> {
+/// One run of `/noop` and, right after it, one of `/validate/accept-all`.
+struct Pair {
+    noop: LoadResult,
+    accept_all: LoadResult,
+}
+
+impl Pair {
+    /// Accept-all's throughput as a percentage of the no-op's.
+    fn ratio(&self) -> f64 {
+        100.0 * self.accept_all.requests_per_second / self.noop.requests_per_second
+    }
+}
+
+/// `pairs` alternating runs of `/noop` and `/validate/accept-all` at `connections`, with the
+/// server's (process `pid`) CPU time per request: on shared cores the machine's speed drifts
+/// by tens of percent within a minute, and a pair run back to back sees nearly the same
+/// machine.
+fn alternating_pairs(
+    dir: &Path,
+    port: u16,
+    pid: u32,
+    connections: u32,
+    pairs: usize,
+    seconds: u32,
+) -> Result<Vec<Pair>> {
+    (0..pairs)
+        .map(|_| {
+            Ok(Pair {
+                noop: wrk_with_server_cpu(dir, port, pid, "/noop", connections, seconds)?,
+                accept_all: wrk_with_server_cpu(
+                    dir,
+                    port,
+                    pid,
+                    "/validate/accept-all",
+                    connections,
+                    seconds,
+                )?,
+            })
+        })
+        .collect()
+}
+
+/// `/validate/accept-all` throughput as a percentage of `/noop` at 16 connections, in
+/// [`alternating_pairs`].
+fn throughput_ratios(
+    dir: &Path,
+    port: u16,
+    pid: u32,
+    pairs: usize,
+    seconds: u32,
+) -> Result<Vec<f64>> {
     println!(
         "==> {pairs} alternating pairs of /noop and /validate/accept-all, c=16, {seconds} s each"
     );
-    let mut ratios = Vec::with_capacity(pairs);
-    for _ in 0..pairs {
-        let noop = wrk(dir, port, "/noop", 16, seconds)?;
-        let accept = wrk(dir, port, "/validate/accept-all", 16, seconds)?;
-        ratios.push(100.0 * accept.requests_per_second / noop.requests_per_second);
-    }
-    Ok(ratios)
+    let pairs = alternating_pairs(dir, port, pid, 16, pairs, seconds)?;
+    Ok(pairs.iter().map(Pair::ratio).collect())
 }
 
 /// Rounds of the one-connection comparison.
@@ -397,7 +436,7 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
             results.push(result);
         }
     }
-    let ratios = throughput_ratios(&dir, server.port, RATIO_PAIRS, seconds)?;
+    let ratios = throughput_ratios(&dir, server.port, pid, RATIO_PAIRS, seconds)?;
     let sweep = if sweep {
         connection_sweep(&dir, server.port, pid, seconds)?
     } else {
