@@ -33,18 +33,42 @@ impl Mode {
     }
 }
 
-/// Directory of the binaries under test (`KUBEWARDEN_E2E_BIN_DIR`).
-pub fn bin_dir() -> PathBuf {
-    std::env::var_os("KUBEWARDEN_E2E_BIN_DIR")
+/// Directory of the binaries under test (`KUBEWARDEN_E2E_BIN_DIR`), which `cargo xtask e2e`
+/// and `cargo xtask demo` set to where cargo built them.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    std::env::var_os(BIN_DIR_ENV)
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| test_cluster::repo_root().join("target/debug"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{BIN_DIR_ENV} is not set: run this through `cargo xtask e2e` or `cargo xtask \
+                 demo`, which build the controller, policy-server and audit-scanner and set it"
+            )
+        })
 }
 
-/// Where logs of every component go (`KUBEWARDEN_E2E_LOG_DIR`).
+/// Names the directory of the binaries under test.
+pub const BIN_DIR_ENV: &str = "KUBEWARDEN_E2E_BIN_DIR";
+
+/// A binary of the stack in [`bin_dir`], or an error naming the path that is missing.
+pub fn stack_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} does not exist ({BIN_DIR_ENV} points to where it should be): build it with \
+             `cargo build -p {name}`, or run through `cargo xtask e2e` / `cargo xtask demo`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Where logs of every component go (`KUBEWARDEN_E2E_LOG_DIR`, set by xtask below cargo's
+/// target directory; a temporary directory otherwise).
 pub fn log_dir() -> PathBuf {
     let dir = std::env::var_os("KUBEWARDEN_E2E_LOG_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| test_cluster::repo_root().join("target/e2e-logs"));
+        .unwrap_or_else(|| std::env::temp_dir().join("kubewarden-rs-e2e-logs"));
     let _ = std::fs::create_dir_all(&dir);
     dir
 }

@@ -42,10 +42,11 @@ fn log_file(dir: &Path, name: &str) -> Result<(Stdio, Stdio)> {
     Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
 }
 
-/// Starts the controller binary on the stack's namespace.
-pub fn start_controller(bin: &Path, logs: &Path, host_network: bool) -> Result<Child> {
+/// Starts the controller binary ([`crate::stack_binary`]) on the stack's namespace.
+pub fn start_controller(logs: &Path, host_network: bool) -> Result<Child> {
+    let binary = crate::stack_binary("controller")?;
     let (out, err) = log_file(logs, "controller")?;
-    let mut command = Command::new(bin.join("controller"));
+    let mut command = Command::new(&binary);
     command
         .args([
             "--leader-elect",
@@ -61,7 +62,9 @@ pub fn start_controller(bin: &Path, logs: &Path, host_network: bool) -> Result<C
     if host_network {
         command.arg("--host-network");
     }
-    command.spawn().context("starting the controller")
+    command
+        .spawn()
+        .with_context(|| format!("starting the controller {}", binary.display()))
 }
 
 struct Running {
@@ -74,7 +77,8 @@ struct Running {
 /// its ConfigMap, Secret or ports change (the controller rolls the pods then).
 pub struct LocalPolicyServers {
     client: Client,
-    bin: PathBuf,
+    /// The policy-server binary ([`crate::stack_binary`]).
+    policy_server: PathBuf,
     dir: PathBuf,
     running: Arc<Mutex<BTreeMap<String, Running>>>,
 }
@@ -92,13 +96,13 @@ fn text(data: Option<&BTreeMap<String, String>>, key: &str) -> String {
 }
 
 impl LocalPolicyServers {
-    pub fn new(client: Client, bin: PathBuf, dir: PathBuf) -> Self {
-        LocalPolicyServers {
+    pub fn new(client: Client, dir: PathBuf) -> Result<Self> {
+        Ok(LocalPolicyServers {
             client,
-            bin,
+            policy_server: crate::stack_binary("policy-server")?,
             dir,
             running: Arc::new(Mutex::new(BTreeMap::new())),
-        }
+        })
     }
 
     /// Keeps the processes in step with the cluster every half second, until the returned
@@ -186,7 +190,7 @@ impl LocalPolicyServers {
             std::fs::write(dir.join(key), bytes)?;
         }
         let (out, err) = log_file(&self.dir, &format!("policy-server-{name}"))?;
-        Command::new(self.bin.join("policy-server"))
+        Command::new(&self.policy_server)
             .arg("--policies")
             .arg(dir.join("policies.yml"))
             .arg("--sources-path")

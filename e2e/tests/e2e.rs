@@ -201,9 +201,11 @@ async fn the_whole_journey() {
     if mode == Mode::Local {
         step("starting the controller (host network mode) and the local policy-server runner");
         ensure_stack_namespace(&apps).await;
-        processes.push(start_controller(&e2e::bin_dir(), &logs, true).expect("controller starts"));
+        processes.push(start_controller(&logs, true).expect("controller starts"));
         runner = Some(
-            LocalPolicyServers::new(apps.client.clone(), e2e::bin_dir(), logs.clone()).spawn(),
+            LocalPolicyServers::new(apps.client.clone(), logs.clone())
+                .expect("the policy-server binary")
+                .spawn(),
         );
     }
     remove_leftovers(&apps).await;
@@ -512,21 +514,23 @@ async fn audit(cluster: &TestCluster, policy_server: &str, monitor: &str, monito
     // The Service name resolves to this host (xtask e2e writes the network namespace's hosts
     // file); the port is the one the local policy-server process binds.
     let url = format!("https://policy-server-{policy_server}.{NAMESPACE}.svc:8443");
-    let output = std::process::Command::new(e2e::bin_dir().join("audit-scanner"))
-        .args([
-            "-n",
-            &cluster.namespace,
-            "-k",
-            NAMESPACE,
-            "--report-kind",
-            "openreports",
-            "-u",
-            &url,
-        ])
-        .arg("--extra-ca")
-        .arg(&ca_file)
-        .output()
-        .expect("audit-scanner runs");
+    let output = std::process::Command::new(
+        e2e::stack_binary("audit-scanner").expect("audit-scanner binary"),
+    )
+    .args([
+        "-n",
+        &cluster.namespace,
+        "-k",
+        NAMESPACE,
+        "--report-kind",
+        "openreports",
+        "-u",
+        &url,
+    ])
+    .arg("--extra-ca")
+    .arg(&ca_file)
+    .output()
+    .expect("audit-scanner runs");
     assert!(
         output.status.success(),
         "audit-scanner: {}",

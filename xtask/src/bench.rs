@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use policy_evaluator::metadata::{Metadata, annotate};
+use api_types::metadata::{Metadata, annotate};
 
 use crate::certs::write_localhost_certificates;
 use crate::cluster::cache_root;
@@ -384,7 +384,7 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk is missing: apt-get install wrk");
     }
-    let binary = build(root, true)?;
+    let binary = build(true)?;
     let dir = cache_root().join("bench");
     prepare_load_dir(&dir)?;
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
@@ -518,9 +518,7 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
         format!("{table}\n{summary}\n{}", sweep_table(&sweep)?)
     };
     println!("\n{report}");
-    let target = crate::local_server::target_dir(root);
-    let out = target.join("bench/policy-server.md");
-    std::fs::create_dir_all(out.parent().context("bench dir")?)?;
+    let out = crate::cargo::output_dir("bench")?.join("policy-server.md");
     std::fs::write(&out, report)?;
     println!("written to {}", out.display());
     Ok(())

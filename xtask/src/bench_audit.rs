@@ -170,24 +170,11 @@ fn cleanup() {
 }
 
 fn run_inside(root: &Path, resources: u32) -> Result<()> {
-    println!("==> building the policy-server and the audit-scanner (release)");
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "policy-server",
-            "-p",
-            "audit-scanner",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the release binaries failed");
-    }
-    let target = crate::local_server::target_dir(root);
-    let bin = target.join("release");
-    let dir = target.join("bench").join("audit");
+    let binaries = crate::cargo::build(
+        "building the policy-server and the audit-scanner (release)",
+        &["--release", "-p", "policy-server", "-p", "audit-scanner"],
+    )?;
+    let dir = crate::cargo::output_dir("bench")?.join("audit");
     std::fs::create_dir_all(&dir)?;
     write_localhost_certificates(&dir)?;
 
@@ -212,11 +199,12 @@ fn run_inside(root: &Path, resources: u32) -> Result<()> {
         &policies_file,
         serde_json::Value::Object(policies).to_string(),
     )?;
-    let server = LocalPolicyServer::start(&bin.join("policy-server"), &dir, &policies_file, &[])?;
+    let server =
+        LocalPolicyServer::start(binaries.path("policy-server")?, &dir, &policies_file, &[])?;
 
     println!("==> scanning");
     let started = Instant::now();
-    let output = Command::new(bin.join("audit-scanner"))
+    let output = Command::new(binaries.path("audit-scanner")?)
         .args(["-n", NAMESPACE, "--report-kind", "openreports"])
         .args(["-u", &format!("https://localhost:{}", server.port)])
         .arg("--extra-ca")
@@ -257,7 +245,10 @@ fn run_inside(root: &Path, resources: u32) -> Result<()> {
         server_peak as f64 / 1024.0
     )?;
     println!("{table}");
-    std::fs::write(target.join("bench").join("audit-scanner.md"), &table)?;
+    std::fs::write(
+        crate::cargo::output_dir("bench")?.join("audit-scanner.md"),
+        &table,
+    )?;
     if scanned != u64::from(resources) + 1 {
         // +1: the kube-root-ca.crt ConfigMap of the namespace.
         bail!("scanned {scanned} resources, expected {}", resources + 1);

@@ -40,9 +40,8 @@ fn host_call(fixtures: &Path, operation: &str, payload: serde_json::Value) -> se
 }
 
 fn run_inside(root: &Path, resources: u32, seconds: u32) -> Result<()> {
-    let binary = build(root, true)?;
-    let target = crate::local_server::target_dir(root);
-    let dir = target.join("bench").join("context");
+    let binary = build(true)?;
+    let dir = crate::cargo::output_dir("bench")?.join("context");
     prepare_load_dir(&dir)?;
     recreate_namespace(NAMESPACE)?;
     create_config_maps(NAMESPACE, resources)?;
@@ -114,6 +113,9 @@ fn run_inside(root: &Path, resources: u32, seconds: u32) -> Result<()> {
         peak / 1024
     );
     println!("\n{report}");
-    std::fs::write(target.join("bench").join("context-aware.md"), &report)?;
+    std::fs::write(
+        crate::cargo::output_dir("bench")?.join("context-aware.md"),
+        &report,
+    )?;
     Ok(())
 }

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::bench::{prepare_load_dir, wrk};
 use crate::certs::write_localhost_certificates;
 use crate::cluster::cache_root;
-use crate::local_server::{LocalPolicyServer, build};
+use crate::local_server::LocalPolicyServer;
 
 /// A hostile policy: its id, its `behaviour` setting, what its answer must say, and the most
 /// time an answer may take.
@@ -81,11 +81,11 @@ struct FaultOutcome {
     wrong: Vec<String>,
 }
 
-pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
+/// Runs the fault suite against the policy-server `binary`.
+pub fn run(root: &Path, seconds: u32, binary: &Path) -> Result<()> {
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk is missing: apt-get install wrk");
     }
-    let binary = build(root, !debug)?;
     let dir = cache_root().join("chaos");
     prepare_load_dir(&dir)?;
     let download_port = truncating_server()?;
@@ -96,7 +96,7 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
         format!("insecure_sources: [\"127.0.0.1:{download_port}\"]\n"),
     )?;
     let mut server = LocalPolicyServer::start(
-        &binary,
+        binary,
         &dir,
         &policies,
         &[
@@ -178,7 +178,7 @@ pub fn run(root: &Path, seconds: u32, debug: bool) -> Result<()> {
     )?;
     failures.extend(drain.problems.iter().map(|p| format!("SIGTERM: {p}")));
     println!("\n{table}");
-    let out = crate::local_server::target_dir(root).join("bench/chaos.md");
+    let out = crate::cargo::output_dir("bench")?.join("chaos.md");
     std::fs::create_dir_all(out.parent().context("bench dir")?)?;
     std::fs::write(&out, &table)?;
     if load.errors > 0 {

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 
@@ -47,7 +48,7 @@ fn send(dir: &Path, port: u16, body: &str) -> Result<String> {
 }
 
 pub fn run(root: &Path) -> Result<()> {
-    let binary = build(root, false)?;
+    let binary = build(false)?;
     let dir = cache_root().join("demo");
     std::fs::create_dir_all(&dir)?;
     write_localhost_certificates(&dir)?;
@@ -83,32 +84,36 @@ pub fn run(root: &Path) -> Result<()> {
 
 /// `cargo xtask demo`: the whole stack on the local control plane (building and starting it
 /// when needed), a demo policy, one pod rejected and one admitted through the apiserver.
-pub fn run_cluster(root: &Path) -> Result<()> {
-    let bin = crate::e2e::build_binaries(root, &["-p", "e2e", "--bin", "cluster-demo"])?;
+pub fn run_cluster() -> Result<()> {
+    let started = Instant::now();
+    crate::preflight::require_cluster_tools()?;
+    let binaries = crate::e2e::build_stack(&["-p", "e2e", "--bin", "cluster-demo"])?;
+    let bin = crate::e2e::stack_dir(&binaries)?;
     let layout = crate::cluster::ClusterLayout::default_location();
     let already_up = crate::cluster::is_up(&layout);
     if !already_up {
         crate::cluster::up(&layout, 3).context(
-            "starting the local control plane (needs root for the network namespace and Go to \
-             build it; `cargo xtask demo --server` runs the policy-server alone)",
+            "starting the local control plane (`cargo xtask demo --server` runs the \
+             policy-server alone, without a cluster or root)",
         )?;
     }
-    let logs = bin
-        .parent()
-        .map(|target| target.join("demo-logs"))
-        .unwrap_or_else(|| root.join("target/demo-logs"));
-    std::fs::create_dir_all(&logs)?;
+    let logs = crate::cargo::output_dir("demo-logs")?;
     let result = crate::cluster::exec(
         &layout,
         &[
             "env".to_string(),
             format!("KUBEWARDEN_E2E_BIN_DIR={}", bin.display()),
             format!("KUBEWARDEN_E2E_LOG_DIR={}", logs.display()),
-            bin.join("cluster-demo").display().to_string(),
+            binaries.path("cluster-demo")?.display().to_string(),
         ],
     );
     if !already_up {
         crate::cluster::down(&layout)?;
     }
-    result
+    result?;
+    println!(
+        "==> demo done in {}",
+        crate::progress::elapsed(started.elapsed())
+    );
+    Ok(())
 }

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::cargo::{self, Binaries};
+use crate::cluster::build::BackgroundBuild;
 use crate::cluster::{self, ClusterLayout, NETNS};
 use crate::test::run_step as step;
 
@@ -19,10 +21,6 @@ fn hosts_file() -> PathBuf {
 
 const HOSTS: &str =
     "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 policy-server-default.kubewarden.svc\n";
-
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
 
 fn dump_cluster_state(layout: &ClusterLayout, logs: &Path) {
     let kinds = "policyservers,clusteradmissionpolicies,admissionpolicies,deployments,replicasets,pods,services,endpointslices,validatingwebhookconfigurations,mutatingwebhookconfigurations";
@@ -49,36 +47,50 @@ fn dump_cluster_state(layout: &ClusterLayout, logs: &Path) {
         .status();
 }
 
-/// Builds the stack's binaries (plus `extra` cargo arguments) and returns their directory.
-pub fn build_binaries(root: &Path, extra: &[&str]) -> Result<PathBuf> {
-    println!("==> building the controller, policy-server and audit-scanner");
-    let status = cargo()
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "controller",
-            "-p",
-            "policy-server",
-            "-p",
-            "audit-scanner",
-        ])
-        .args(extra)
-        .status()?;
-    if !status.success() {
-        bail!("building the binaries failed");
-    }
-    let target = crate::local_server::target_dir(root);
-    Ok(target.join("debug"))
+/// The stack's binaries the local mode runs, all from one cargo build.
+const STACK: [&str; 3] = ["controller", "policy-server", "audit-scanner"];
+
+/// Builds the stack's binaries (plus what `extra` cargo arguments name) while the control plane
+/// (and helm) are built from Go beside it if they are not yet, and returns what cargo built.
+pub fn build_stack(extra: &[&str]) -> Result<Binaries> {
+    let go = BackgroundBuild::start(false)?;
+    let mut args = vec![
+        "-p",
+        "controller",
+        "-p",
+        "policy-server",
+        "-p",
+        "audit-scanner",
+    ];
+    args.extend_from_slice(extra);
+    let binaries = cargo::build(
+        "building the controller, policy-server and audit-scanner",
+        &args,
+    )?;
+    go.wait()?;
+    Ok(binaries)
 }
 
-pub fn run(root: &Path) -> Result<()> {
-    let bin = build_binaries(root, &[])?;
-    let target = bin
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.join("target"));
-    let logs = target.join("e2e-logs");
+/// The directory of the stack's binaries, for the harness (`KUBEWARDEN_E2E_BIN_DIR`).
+pub fn stack_dir(binaries: &Binaries) -> Result<PathBuf> {
+    binaries.common_dir(&STACK)
+}
+
+/// `cargo xtask e2e`: builds the stack and the scenarios, and runs them.
+pub fn run() -> Result<()> {
+    let stack = build_stack(&[])?;
+    let scenarios = cargo::build_tests(
+        "compiling the end-to-end scenarios",
+        &["-p", "e2e", "--test", "e2e"],
+    )?;
+    run_scenarios(&stack_dir(&stack)?, scenarios.test("e2e")?)
+}
+
+/// Runs the scenarios' test executable `scenarios` inside the cluster's network namespace (the
+/// control plane started and stopped around it unless it runs), with the stack's binaries in
+/// `bin`.
+pub fn run_scenarios(bin: &Path, scenarios: &Path) -> Result<()> {
+    let logs = cargo::output_dir("e2e-logs")?;
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;
 
@@ -100,14 +112,7 @@ pub fn run(root: &Path) -> Result<()> {
             format!("KUBEWARDEN_E2E_BIN_DIR={}", bin.display()),
             format!("KUBEWARDEN_E2E_LOG_DIR={}", logs.display()),
             "KUBEWARDEN_REQUIRE_CLUSTER=1".to_string(),
-            std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()),
-            "test".to_string(),
-            "--quiet".to_string(),
-            "-p".to_string(),
-            "e2e".to_string(),
-            "--test".to_string(),
-            "e2e".to_string(),
-            "--".to_string(),
+            scenarios.display().to_string(),
             "--nocapture".to_string(),
         ],
     );
@@ -151,8 +156,8 @@ pub fn run_kind(root: &Path) -> Result<()> {
     require("kind", &["version"])?;
     let helm = crate::helm::ensure()?;
     crate::images::run("ghcr.io", "e2e", false)?;
-    let target = crate::local_server::target_dir(root);
-    let logs = target.join("e2e-logs");
+    let target = cargo::target_dir()?;
+    let logs = cargo::output_dir("e2e-logs")?;
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;
     let clusters = Command::new("kind").args(["get", "clusters"]).output()?;
@@ -270,17 +275,8 @@ pub fn run_kind(root: &Path) -> Result<()> {
 
     let result = step(
         "scenarios",
-        cargo()
-            .args([
-                "test",
-                "--quiet",
-                "-p",
-                "e2e",
-                "--test",
-                "e2e",
-                "--",
-                "--nocapture",
-            ])
+        cargo::command()
+            .args(["test", "-p", "e2e", "--test", "e2e", "--", "--nocapture"])
             .env("KUBEWARDEN_E2E_MODE", "kind")
             .env("KUBEWARDEN_E2E_FIXTURE_BASE", FIXTURE_BASE)
             .env("KUBEWARDEN_E2E_LOG_DIR", &logs)

@@ -6,8 +6,16 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::cluster::build::run;
 use crate::cluster::cache_root;
+use crate::progress;
+
+/// Runs one step of a Go build (captured), saying what it does and, while it runs long, for
+/// how long; a failure says what to check.
+pub(crate) fn go_step(prefix: &str, description: &str, command: &mut Command) -> Result<String> {
+    progress::run_captured(prefix, description, command).map_err(|err| {
+        anyhow::anyhow!("{err:#}\n(check that Go is on PATH and the Go module proxy is reachable)")
+    })
+}
 
 /// A command-line tool of a Go module at a fixed version.
 #[derive(Debug, Clone, Copy)]
@@ -51,12 +59,12 @@ impl GoTool {
         }
         let dir = self.dir();
         std::fs::create_dir_all(&dir)?;
-        println!(
-            "==> building {} {} from its Go module (once)",
-            self.name, self.version
-        );
-        run(
-            &format!("compiling {} {}", self.name, self.version),
+        go_step(
+            "==> ",
+            &format!(
+                "building {} {} from its Go module (once, a few minutes)",
+                self.name, self.version
+            ),
             Command::new("go")
                 .current_dir(&dir)
                 .env("GOBIN", &dir)

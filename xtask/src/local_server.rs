@@ -7,36 +7,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::test::run_step;
-
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Cargo's target directory: `CARGO_TARGET_DIR` (CI keeps it outside the clone) or
-/// `<root>/target`.
-pub fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
-/// Builds the policy-server (`release` or the dev profile) and returns the binary's path.
-pub fn build(root: &Path, release: bool) -> Result<PathBuf> {
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo.args(["build", "--quiet", "-p", "policy-server"]);
+/// Builds the policy-server (`release` or the dev profile) and returns the binary's path, as
+/// cargo reports it.
+pub fn build(release: bool) -> Result<PathBuf> {
+    let mut args = vec!["-p", "policy-server", "--bin", "policy-server"];
     if release {
-        cargo.arg("--release");
+        args.push("--release");
     }
-    run_step(
-        if release {
-            "building the policy-server (release)"
-        } else {
-            "building the policy-server"
-        },
-        &mut cargo,
-    )?;
-    Ok(target_dir(root)
-        .join(if release { "release" } else { "debug" })
-        .join("policy-server"))
+    let description = if release {
+        "building the policy-server (release)"
+    } else {
+        "building the policy-server"
+    };
+    Ok(crate::cargo::build(description, &args)?
+        .path("policy-server")?
+        .to_path_buf())
 }
 
 /// A running policy-server, stopped with SIGTERM when dropped.

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_audit;
 mod bench_context;
+mod cargo;
 mod certs;
 mod chaos;
 mod cluster;
@@ -15,10 +16,13 @@ mod helm;
 mod images;
 mod local_server;
 mod policies;
+mod preflight;
+mod progress;
 mod test;
 mod tls_floor;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -139,17 +143,39 @@ pub(crate) fn repo_root() -> PathBuf {
         .unwrap_or(manifest_dir)
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A failure in one line, its causes joined by `: ` (the first says what is missing and what
+/// to do); the backtrace only when `RUST_BACKTRACE` asks for it.
+fn report(err: &anyhow::Error) {
+    let backtrace = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    if backtrace {
+        eprintln!("error: {err:?}");
+    } else {
+        eprintln!("error: {err:#}");
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::GenCrds { check } => crds::run(&repo_root(), check),
         Command::Test { fast } => test::run(fast),
         Command::Cluster(command) => cluster::run(command),
         Command::Policies => policies::run(&repo_root()),
         Command::Fuzz { seconds } => fuzz::run(&repo_root(), seconds),
-        Command::Chaos { seconds, debug } => chaos::run(&repo_root(), seconds, debug),
+        Command::Chaos { seconds, debug } => {
+            chaos::run(&repo_root(), seconds, &local_server::build(!debug)?)
+        }
         Command::Helm { args } => helm::exec(&args),
-        Command::E2e { kind: false } => e2e::run(&repo_root()),
+        Command::E2e { kind: false } => e2e::run(),
         Command::E2e { kind: true } => e2e::run_kind(&repo_root()),
         Command::Images {
             registry,
@@ -157,7 +183,7 @@ fn main() -> Result<()> {
             push,
         } => images::run(&registry, &tag, push),
         Command::Demo { server: true } => demo::run(&repo_root()),
-        Command::Demo { server: false } => demo::run_cluster(&repo_root()),
+        Command::Demo { server: false } => demo::run_cluster(),
         Command::Bench {
             target: BenchTarget::PolicyServer,
             seconds,

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use policy_evaluator::metadata::{Metadata, annotate};
+use api_types::metadata::{Metadata, annotate};
 
 use crate::cluster::cache_root;
 use crate::test::run_step;

@@ -7,9 +7,11 @@
 //! end-to-end scenarios (`cargo xtask e2e`) on the same cluster.
 
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::cluster::build::BackgroundBuild;
 use crate::cluster::{self, ClusterLayout, NETNS};
 use crate::helm;
 
@@ -25,23 +27,35 @@ pub fn run_step(description: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo_path() -> std::ffi::OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
-}
-
 /// Load seconds of the fault suite in the full test run (`cargo xtask chaos` runs longer).
 const CHAOS_SECONDS: u32 = 6;
 
 pub fn run(fast_only: bool) -> Result<()> {
-    // Chart tests need helm: the full run builds it (once); the fast run uses it if present.
+    let started = Instant::now();
+    if !fast_only {
+        crate::preflight::require_test_tools()?;
+    }
+    crate::crds::run(&crate::repo_root(), true)
+        .context("the CRD manifests differ from the types; run `cargo xtask gen-crds`")?;
+    // The full run builds the control plane and helm (for the chart tests) from Go while cargo
+    // compiles the tests; the fast run uses helm if it was built before.
+    let go = if fast_only {
+        None
+    } else {
+        Some(BackgroundBuild::start(true)?)
+    };
+    // Every later step runs what this one build made (its binaries too), so nothing is built
+    // again with another feature set.
+    let tests = crate::cargo::build_tests("compiling the tests", &["--workspace"])?;
+    if let Some(go) = go {
+        go.wait()?;
+    }
     let helm = if fast_only {
         helm::ensure_if_present()
     } else {
         Some(helm::ensure()?)
     };
-    crate::crds::run(&crate::repo_root(), true)
-        .context("the CRD manifests differ from the types; run `cargo xtask gen-crds`")?;
-    let mut fast = Command::new(cargo_path());
+    let mut fast = crate::cargo::command();
     fast.args(["test", "--workspace", "--locked"]);
     if let Some(helm) = &helm {
         fast.env(helm::HELM_ENV, helm);
@@ -58,7 +72,11 @@ pub fn run(fast_only: bool) -> Result<()> {
         return Ok(());
     }
     println!("==> faults under load (cargo xtask chaos, short)");
-    crate::chaos::run(&crate::repo_root(), CHAOS_SECONDS, true)?;
+    crate::chaos::run(
+        &crate::repo_root(),
+        CHAOS_SECONDS,
+        tests.path("policy-server")?,
+    )?;
     let layout = ClusterLayout::default_location();
     println!("==> local control plane");
     let already_up = cluster::is_up(&layout);
@@ -75,6 +93,10 @@ pub fn run(fast_only: bool) -> Result<()> {
                 kubeconfig.display()
             ))
             .arg("KUBEWARDEN_REQUIRE_CLUSTER=1")
+            .arg(format!(
+                "KUBEWARDEN_POLICY_SERVER_BIN={}",
+                tests.path("policy-server")?.display()
+            ))
             // Fault tests restart control-plane components through this binary.
             .arg(format!(
                 "KUBEWARDEN_XTASK={}",
@@ -89,7 +111,7 @@ pub fn run(fast_only: bool) -> Result<()> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             ))
-            .arg(cargo_path())
+            .arg(crate::cargo::program())
             .args(["test", "--workspace", "--locked", "--test", "cluster_*"]),
     );
     if result.is_err() {
@@ -101,10 +123,15 @@ pub fn run(fast_only: bool) -> Result<()> {
     // The end-to-end journey on the same cluster (`cargo xtask e2e`).
     let result = result.and_then(|()| {
         println!("==> end-to-end scenarios (cargo xtask e2e)");
-        crate::e2e::run(&crate::repo_root())
+        crate::e2e::run_scenarios(&crate::e2e::stack_dir(&tests)?, tests.test("e2e")?)
     });
     if !already_up {
         cluster::down(&layout)?;
     }
-    result
+    result?;
+    println!(
+        "==> all tests passed in {}",
+        crate::progress::elapsed(started.elapsed())
+    );
+    Ok(())
 }

@@ -21,26 +21,17 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policy-evaluator/tests/fixtures")
 }
 
-/// The policy-server binary of this build (`cargo test --workspace` builds it next to the test
-/// executables' directory), or `KUBEWARDEN_POLICY_SERVER_BIN`.
+/// The policy-server binary, from `KUBEWARDEN_POLICY_SERVER_BIN` (`cargo xtask test` sets it
+/// to the one cargo built beside these tests).
 fn policy_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("KUBEWARDEN_POLICY_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let binary = profile_dir.join("policy-server");
-    if !binary.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--quiet", "-p", "policy-server"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the policy-server");
-    }
-    binary
+    let path = std::env::var_os("KUBEWARDEN_POLICY_SERVER_BIN")
+        .map(PathBuf::from)
+        .expect(
+            "KUBEWARDEN_POLICY_SERVER_BIN is not set: run the cluster tests through `cargo xtask \
+             test`, or set it to a policy-server binary (`cargo build -p policy-server` names it)",
+        );
+    assert!(path.is_file(), "{} does not exist", path.display());
+    path
 }
 
 struct PolicyServerProcess {

@@ -59,7 +59,9 @@ mod error;
 mod evaluator;
 pub mod host;
 pub mod limits;
-pub mod metadata;
+/// The module metadata section, defined in [`api_types::metadata`] so that tools which only
+/// read or write it (xtask, kwctl) need not compile the WebAssembly runtime.
+pub use api_types::metadata;
 mod module;
 mod opa;
 pub mod response;

@@ -134,8 +134,25 @@ async fn cleanup(client: &Client) {
         .await;
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(run()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, causes joined by `: `; the backtrace only when RUST_BACKTRACE asks.
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                eprintln!("error: {err:?}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default()
         .await
@@ -145,8 +162,8 @@ async fn main() -> Result<()> {
     ensure_namespace(&client, DEMO_NAMESPACE).await?;
     let logs = e2e::log_dir();
     let mut processes = Processes::default();
-    processes.push(start_controller(&e2e::bin_dir(), &logs, true)?);
-    let runner = LocalPolicyServers::new(client.clone(), e2e::bin_dir(), logs.clone()).spawn();
+    processes.push(start_controller(&logs, true)?);
+    let runner = LocalPolicyServers::new(client.clone(), logs.clone())?.spawn();
     println!(
         "==> controller and policy-server running (logs in {})",
         logs.display()

@@ -7,13 +7,16 @@
 //! kept by hand.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 use super::{KUBERNETES_VERSION, KWOK_VERSION, cache_root};
+use crate::go_tool::go_step;
+use crate::progress;
 
 /// The binaries `up` needs, all in one directory.
 pub const BINARIES: &[&str] = &[
@@ -59,25 +62,11 @@ fn go(dir: &Path) -> Command {
     command
 }
 
-pub(crate) fn run(description: &str, command: &mut Command) -> Result<String> {
-    println!("  {description}");
-    let output = command.output().with_context(|| {
-        format!(
-            "{description}: cannot start {:?}; is Go installed and on PATH?",
-            command.get_program()
-        )
-    })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last: Vec<&str> = stderr.lines().rev().take(15).collect();
-        let last: Vec<&str> = last.into_iter().rev().collect();
-        bail!(
-            "{description} failed ({}); check Go and access to the Go module proxy:\n{}",
-            output.status,
-            last.join("\n")
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+/// What every line of this build starts with: it may run beside a cargo build.
+const PREFIX: &str = "[control plane] ";
+
+fn run(description: &str, command: &mut Command) -> Result<String> {
+    go_step(PREFIX, description, command)
 }
 
 /// `1.34.4` → (`0.34.4`, `34`): staging modules are versioned `v0.<minor>.<patch>`.
@@ -119,7 +108,7 @@ fn godebug_default(go_mod: &str) -> Option<String> {
 pub fn build() -> Result<PathBuf> {
     if is_complete() {
         println!(
-            "control plane {KUBERNETES_VERSION} already built in {}",
+            "{PREFIX}Kubernetes {KUBERNETES_VERSION} already built in {}",
             bin_dir().display()
         );
         return Ok(bin_dir());
@@ -128,10 +117,10 @@ pub fn build() -> Result<PathBuf> {
     let (staging, minor) = staging_version(KUBERNETES_VERSION)?;
     let wrapper = version_dir().join("wrapper");
     fs::create_dir_all(&wrapper).with_context(|| format!("creating {}", wrapper.display()))?;
-    println!(
-        "building Kubernetes {KUBERNETES_VERSION} control plane, etcd and kwok {KWOK_VERSION} into {} (takes several minutes the first time)",
+    progress::say(&format!(
+        "{PREFIX}building Kubernetes {KUBERNETES_VERSION} (apiserver, controller-manager, scheduler), etcd and kwok {KWOK_VERSION} from the Go module proxy into {} (once; about 15 minutes on 2 cores)",
         bin_dir().display()
-    );
+    ));
     for stale in ["go.mod", "go.sum"] {
         let _ = fs::remove_file(wrapper.join(stale));
     }
@@ -192,20 +181,28 @@ pub fn build() -> Result<PathBuf> {
         "-s -w -X {version_pkg}.gitVersion=v{KUBERNETES_VERSION} -X {version_pkg}.gitMajor=1 -X {version_pkg}.gitMinor={minor} -X {version_pkg}.gitTreeState=clean"
     );
     let out = bin_dir();
+    // One `go build` per command, so each says when it is done; the Go build cache shares
+    // what they have in common.
+    let total = BINARIES.len();
+    for (index, command) in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ]
+    .iter()
+    .enumerate()
+    {
+        run(
+            &format!("compiling {command} ({}/{total})", index + 1),
+            go(&wrapper)
+                .args(["build", "-trimpath", "-o"])
+                .arg(out.join(command))
+                .args(["-ldflags", &ldflags])
+                .arg(format!("k8s.io/kubernetes/cmd/{command}")),
+        )?;
+    }
     run(
-        "compiling kube-apiserver, kube-controller-manager, kube-scheduler",
-        go(&wrapper)
-            .args(["build", "-trimpath", "-o"])
-            .arg(format!("{}/", out.display()))
-            .args(["-ldflags", &ldflags])
-            .args([
-                "k8s.io/kubernetes/cmd/kube-apiserver",
-                "k8s.io/kubernetes/cmd/kube-controller-manager",
-                "k8s.io/kubernetes/cmd/kube-scheduler",
-            ]),
-    )?;
-    run(
-        "compiling etcd",
+        &format!("compiling etcd (4/{total})"),
         go(&wrapper)
             .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
             .arg(out.join("etcd"))
@@ -214,7 +211,7 @@ pub fn build() -> Result<PathBuf> {
     // kwok follows newer k8s.io modules than the pinned control plane, so it is installed on
     // its own, outside the wrapper's replace block.
     run(
-        &format!("compiling kwok {KWOK_VERSION}"),
+        &format!("compiling kwok {KWOK_VERSION} (5/{total})"),
         go(&version_dir())
             .env("GOBIN", &out)
             .env_remove("GOFLAGS")
@@ -225,12 +222,64 @@ pub fn build() -> Result<PathBuf> {
             ]),
     )?;
     write_kwok_stages()?;
-    println!(
-        "built in {:.0} s; {} used",
-        started.elapsed().as_secs_f64(),
+    progress::say(&format!(
+        "{PREFIX}built in {}; {} used",
+        progress::elapsed(started.elapsed()),
         du(&version_dir())
-    );
+    ));
     Ok(out)
+}
+
+/// A control-plane build running as a child process (`cargo xtask cluster build`) beside other
+/// work, printing its own progress. Dropped before [`BackgroundBuild::wait`] (the other work
+/// failed), it is stopped with its Go processes.
+#[derive(Debug)]
+pub struct BackgroundBuild(Option<Child>);
+
+impl BackgroundBuild {
+    /// Starts building what is missing of the control plane, and helm too with `helm`; does
+    /// nothing when all of it is built already.
+    pub fn start(helm: bool) -> Result<Self> {
+        let helm_missing = helm && crate::go_tool::HELM.existing().is_none();
+        if is_complete() && !helm_missing {
+            return Ok(BackgroundBuild(None));
+        }
+        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let mut command = Command::new(exe);
+        command.args(["cluster", "build"]);
+        if helm_missing {
+            command.arg("--helm");
+        }
+        // Its own process group, so that stopping it stops the `go` processes under it.
+        let child = command
+            .process_group(0)
+            .spawn()
+            .context("starting the control-plane build")?;
+        Ok(BackgroundBuild(Some(child)))
+    }
+
+    /// Waits for the build to end; an error if it failed (its own output says why).
+    pub fn wait(mut self) -> Result<()> {
+        let Some(mut child) = self.0.take() else {
+            return Ok(());
+        };
+        let status = child
+            .wait()
+            .context("waiting for the control-plane build")?;
+        if !status.success() {
+            bail!("building the control plane failed ({status}); its error is printed above");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundBuild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            super::lifecycle::signal_group(child.id(), "-TERM");
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Concatenates kwok's stage definitions from its module source.

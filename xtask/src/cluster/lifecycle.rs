@@ -484,7 +484,7 @@ fn start_components(layout: &ClusterLayout, bin: &Path, nodes: u32) -> Result<()
     })
 }
 
-fn signal_group(pid: u32, signal: &str) {
+pub(super) fn signal_group(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([signal, "--", &format!("-{pid}")])
         .stderr(Stdio::null())

@@ -27,7 +27,11 @@ pub const NETNS: &str = "kwrs";
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Build the control-plane binaries into the cache (minutes the first time, then reused).
-    Build,
+    Build {
+        /// Also build helm from its Go module (the chart tests need it).
+        #[arg(long)]
+        helm: bool,
+    },
     /// Start the control plane with fake nodes inside the network namespace.
     Up {
         /// Number of fake (kwok) nodes.
@@ -68,7 +72,13 @@ pub fn cache_root() -> PathBuf {
 pub fn run(command: ClusterCommand) -> Result<()> {
     let layout = ClusterLayout::default_location();
     match command {
-        ClusterCommand::Build => build::build().map(|_| ()),
+        ClusterCommand::Build { helm } => {
+            build::build()?;
+            if helm {
+                crate::helm::ensure()?;
+            }
+            Ok(())
+        }
         ClusterCommand::Up { nodes } => up(&layout, nodes),
         ClusterCommand::Down => down(&layout),
         ClusterCommand::Status => lifecycle::status(&layout),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use api_types::crd::ContextAwareResource;
+use crate::crd::ContextAwareResource;
 use serde::{Deserialize, Serialize};
 
 /// Name of the custom section.
