@@ -51,17 +51,15 @@ fn dump_cluster_state(layout: &ClusterLayout, logs: &Path) {
 const STACK: [&str; 3] = ["controller", "policy-server", "audit-scanner"];
 
 /// Builds the stack's binaries (plus what `extra` cargo arguments name) while the control plane
-/// (and helm) are built from Go beside it if they are not yet, and returns what cargo built.
+/// is built from Go beside it if it is not yet, and returns what cargo built.
 pub fn build_stack(extra: &[&str]) -> Result<Binaries> {
     let go = BackgroundBuild::start(false)?;
-    let mut args = vec![
-        "-p",
-        "controller",
-        "-p",
-        "policy-server",
-        "-p",
-        "audit-scanner",
-    ];
+    // `--bin` filters every selected package: each binary is named, or one `--bin` in `extra`
+    // would leave the others out.
+    let mut args = Vec::new();
+    for binary in STACK {
+        args.extend(["-p", binary, "--bin", binary]);
+    }
     args.extend_from_slice(extra);
     let binaries = cargo::build(
         "building the controller, policy-server and audit-scanner",
