@@ -5,7 +5,9 @@
 //! PolicyServer one real policy-server process that [`LocalPolicyServers`] starts with the
 //! configuration and certificate the controller wrote, on the ports the PolicyServer's
 //! host-network pods declare — the apiserver reaches it through the real Service and
-//! EndpointSlice. In **kind** mode the charts installed the stack and real pods run it.
+//! EndpointSlice. In **kind** mode the charts installed the stack and real pods run it; in
+//! **real-node** mode too, on the local control plane's real node (kubelet and containerd),
+//! with the controller in host network mode.
 
 mod local;
 
@@ -18,19 +20,36 @@ use std::path::PathBuf;
 pub enum Mode {
     Local,
     Kind,
+    RealNode,
 }
 
 /// Namespace of the stack in every mode (the charts' default).
 pub const NAMESPACE: &str = "kubewarden";
 
 impl Mode {
-    /// From `KUBEWARDEN_E2E_MODE` (`local` or `kind`); `None` when unset (not run by xtask).
+    /// From `KUBEWARDEN_E2E_MODE` (`local`, `kind` or `real-node`); `None` when unset (not run
+    /// by xtask).
     pub fn from_env() -> Option<Mode> {
         match std::env::var("KUBEWARDEN_E2E_MODE").ok()?.as_str() {
             "kind" => Some(Mode::Kind),
+            "real-node" => Some(Mode::RealNode),
             _ => Some(Mode::Local),
         }
     }
+
+    /// Whether the charts installed the stack and pods run it (not local processes).
+    pub fn runs_in_pods(self) -> bool {
+        self != Mode::Local
+    }
+}
+
+/// The policy-server image of the PolicyServers the scenarios create
+/// (`KUBEWARDEN_E2E_POLICY_SERVER_IMAGE`; kind mode loads `ghcr.io/...:e2e`).
+pub fn policy_server_image() -> String {
+    std::env::var("KUBEWARDEN_E2E_POLICY_SERVER_IMAGE")
+        .ok()
+        .filter(|image| !image.is_empty())
+        .unwrap_or_else(|| "ghcr.io/kubewarden-rs/policy-server:e2e".to_string())
 }
 
 /// Directory of the binaries under test (`KUBEWARDEN_E2E_BIN_DIR`), which `cargo xtask e2e`

@@ -123,8 +123,8 @@ where
 }
 
 fn policy_server(name: &str, spec: Value) -> PolicyServer {
-    let mut full = json!({"image": "ghcr.io/kubewarden-rs/policy-server:e2e", "replicas": 1});
-    // In kind mode the test policies come from the in-cluster fixture server, over HTTP.
+    let mut full = json!({"image": e2e::policy_server_image(), "replicas": 1});
+    // With pods the test policies come from the fixture server, over HTTP.
     if let Some(host) = e2e::fixture_base().and_then(|b| {
         b.split("://")
             .nth(1)
@@ -216,7 +216,7 @@ async fn the_whole_journey() {
     // created: on kind the defaults chart may already have made a `default` PolicyServer.
     let placement = match mode {
         Mode::Local => json!({"affinity": on_node("kwok-node-0")}),
-        Mode::Kind => json!({}),
+        Mode::Kind | Mode::RealNode => json!({}),
     };
     servers
         .patch(
@@ -426,11 +426,14 @@ async fn the_whole_journey() {
     step("the audit-scanner reports on pods that already exist");
     match mode {
         Mode::Local => audit(&apps, &default_ps, &monitor, &monitored).await,
-        Mode::Kind => audit_with_cronjob(&apps, &monitor, &monitored).await,
+        Mode::Kind | Mode::RealNode => audit_with_cronjob(&apps, &monitor, &monitored).await,
     }
 
-    if mode == Mode::Local {
-        host_network(&apps, &default_ps).await;
+    match mode {
+        Mode::Local => host_network(&apps, &default_ps, "kwok-node-0", true).await,
+        // One real node: its ports are really bound, replicas cannot spread.
+        Mode::RealNode => host_network(&apps, &default_ps, &real_node(&apps).await, false).await,
+        Mode::Kind => {}
     }
 
     step("cleaning up");
@@ -539,8 +542,20 @@ async fn audit(cluster: &TestCluster, policy_server: &str, monitor: &str, monito
     check_monitored_report(cluster, monitor, monitored).await;
 }
 
-/// The seeds' host network scenarios, with the controller in host network mode.
-async fn host_network(cluster: &TestCluster, default_ps: &str) {
+/// The real node's name (the only node in real-node mode).
+async fn real_node(cluster: &TestCluster) -> String {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
+    let list = nodes.list(&ListParams::default()).await.expect("nodes");
+    match list.items.as_slice() {
+        [node] => node.name_any(),
+        other => panic!("real-node mode expects one node, found {}", other.len()),
+    }
+}
+
+/// The seeds' host network scenarios, with the controller in host network mode: the default
+/// PolicyServer's pods and a second one on custom ports on `node`; with `spread` (several fake
+/// nodes) the port-conflict condition and anti-affinity too.
+async fn host_network(cluster: &TestCluster, default_ps: &str, node: &str, spread: bool) {
     let servers = cluster.cluster_wide::<PolicyServer>();
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let pods_of_stack: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
@@ -561,7 +576,13 @@ async fn host_network(cluster: &TestCluster, default_ps: &str) {
     step("a second PolicyServer on ports 9443/9081 shares the node and both serve");
     let second = unique_name("custom-ports");
     servers
-        .create(&PostParams::default(), &policy_server(&second, json!({"webhookPort": 9443, "readinessProbePort": 9081, "affinity": on_node("kwok-node-0")})))
+        .create(
+            &PostParams::default(),
+            &policy_server(
+                &second,
+                json!({"webhookPort": 9443, "readinessProbePort": 9081, "affinity": on_node(node)}),
+            ),
+        )
         .await
         .expect("second PolicyServer");
     let policies = cluster.cluster_wide::<ClusterAdmissionPolicy>();
@@ -601,12 +622,16 @@ async fn host_network(cluster: &TestCluster, default_ps: &str) {
     };
     assert_eq!(
         nodes(format!("kubewarden/policy-server={default_ps}")).await,
-        ["kwok-node-0"]
+        [node]
     );
     assert_eq!(
         nodes(format!("kubewarden/policy-server={second}")).await,
-        ["kwok-node-0"]
+        [node]
     );
+    if !spread {
+        let _ = policies.delete(&on_second, &DeleteParams::default()).await;
+        return;
+    }
 
     step(
         "two replicas with the same ports on one node: one Pending, and the PolicyServer says why",

@@ -33,7 +33,7 @@ pub(crate) fn rerun_in_cluster(args: &[&str]) -> Result<()> {
     let layout = ClusterLayout::default_location();
     let already_up = cluster::is_up(&layout);
     if !already_up {
-        cluster::up(&layout, 3)?;
+        cluster::up(&layout, 3, false)?;
     }
     let exe = std::env::current_exe().context("locating xtask")?;
     let mut command = vec![exe.display().to_string()];

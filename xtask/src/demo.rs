@@ -92,7 +92,7 @@ pub fn run_cluster() -> Result<()> {
     let layout = crate::cluster::ClusterLayout::default_location();
     let already_up = crate::cluster::is_up(&layout);
     if !already_up {
-        crate::cluster::up(&layout, 3).context(
+        crate::cluster::up(&layout, 3, false).context(
             "starting the local control plane (`cargo xtask demo --server` runs the \
              policy-server alone, without a cluster or root)",
         )?;

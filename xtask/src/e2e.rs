@@ -84,6 +84,17 @@ pub fn run() -> Result<()> {
     run_scenarios(&stack_dir(&stack)?, scenarios.test("e2e")?)
 }
 
+/// `cargo xtask e2e --real-node`: builds the stack and the scenarios, then runs them on the
+/// real node with the images and charts.
+pub fn run_real_node() -> Result<()> {
+    let stack = build_stack(&[])?;
+    let scenarios = cargo::build_tests(
+        "compiling the end-to-end scenarios",
+        &["-p", "e2e", "--test", "e2e"],
+    )?;
+    crate::e2e_real_node::run(&stack_dir(&stack)?, scenarios.test("e2e")?)
+}
+
 /// Runs the scenarios' test executable `scenarios` inside the cluster's network namespace (the
 /// control plane started and stopped around it unless it runs), with the stack's binaries in
 /// `bin`.
@@ -96,7 +107,7 @@ pub fn run_scenarios(bin: &Path, scenarios: &Path) -> Result<()> {
     println!("==> local control plane");
     let already_up = cluster::is_up(&layout);
     if !already_up {
-        cluster::up(&layout, 3)?;
+        cluster::up(&layout, 3, false)?;
     }
     std::fs::create_dir_all(hosts_file().parent().context("hosts dir")?)?;
     std::fs::write(hosts_file(), HOSTS).context("writing the network namespace's hosts file")?;
@@ -153,7 +164,7 @@ pub fn run_kind(root: &Path) -> Result<()> {
     require("docker", &["info"])?;
     require("kind", &["version"])?;
     let helm = crate::helm::ensure()?;
-    crate::images::run("ghcr.io", "e2e", false)?;
+    crate::images::run("ghcr.io", "e2e", false, crate::images::Engine::Docker)?;
     let target = cargo::target_dir()?;
     let logs = cargo::output_dir("e2e-logs")?;
     let _ = std::fs::remove_dir_all(&logs);

@@ -10,6 +10,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod e2e;
+mod e2e_real_node;
 mod fuzz;
 mod go_tool;
 mod helm;
@@ -104,10 +105,15 @@ enum Command {
     E2e {
         /// Build the images, load them into kind, install the charts and run there (needs
         /// Docker and kind).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "real_node")]
         kind: bool,
+        /// Build the images with buildah, start the local control plane with a real node
+        /// (kubelet + containerd), install the charts with helm and run there.
+        #[arg(long)]
+        real_node: bool,
     },
-    /// Build the controller and policy-server images (needs Docker or Podman).
+    /// Build the controller and policy-server images from the Dockerfiles: with Docker or
+    /// Podman, or without a daemon with buildah from release binaries cargo builds here.
     Images {
         #[arg(long, default_value = "ghcr.io")]
         registry: String,
@@ -116,6 +122,8 @@ enum Command {
         /// Push after building.
         #[arg(long)]
         push: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: images::Engine,
     },
     /// Run helm (built from its Go module into the cache the first time).
     Helm {
@@ -175,13 +183,20 @@ fn run(command: Command) -> Result<()> {
             chaos::run(&repo_root(), seconds, &local_server::build(!debug)?)
         }
         Command::Helm { args } => helm::exec(&args),
-        Command::E2e { kind: false } => e2e::run(),
-        Command::E2e { kind: true } => e2e::run_kind(&repo_root()),
+        Command::E2e {
+            kind: false,
+            real_node: false,
+        } => e2e::run(),
+        Command::E2e { kind: true, .. } => e2e::run_kind(&repo_root()),
+        Command::E2e {
+            real_node: true, ..
+        } => e2e::run_real_node(),
         Command::Images {
             registry,
             tag,
             push,
-        } => images::run(&registry, &tag, push),
+            engine,
+        } => images::run(&registry, &tag, push, engine),
         Command::Demo { server: true } => demo::run(&repo_root()),
         Command::Demo { server: false } => demo::run_cluster(),
         Command::Bench {

@@ -47,6 +47,43 @@ const TEST_TOOLS: &[Tool] = &[
     },
 ];
 
+/// What the real node runs beside the cluster's tools: the container runtime, the image builder,
+/// the CNI plugins (checked by directory), kube-proxy's iptables, and the fixture server.
+const REAL_NODE_TOOLS: &[Tool] = &[
+    Tool {
+        program: "containerd",
+        package: "containerd",
+    },
+    Tool {
+        program: "runc",
+        package: "runc",
+    },
+    Tool {
+        program: "buildah",
+        package: "buildah",
+    },
+    Tool {
+        program: "iptables",
+        package: "iptables",
+    },
+    Tool {
+        program: "nsenter",
+        package: "util-linux",
+    },
+    Tool {
+        program: "gcc",
+        package: "gcc (and libc6-dev)",
+    },
+    Tool {
+        program: "python3",
+        package: "python3",
+    },
+    Tool {
+        program: "docker-registry",
+        package: "docker-registry",
+    },
+];
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
@@ -104,6 +141,22 @@ pub fn require_cluster_tools() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What `cargo xtask cluster up --real-node` and the real-node e2e need.
+pub fn require_real_node_tools() -> Result<()> {
+    require(REAL_NODE_TOOLS)?;
+    if !Path::new(crate::cluster::node::CNI_BIN_DIR)
+        .join("bridge")
+        .is_file()
+    {
+        bail!(
+            "the CNI plugins are missing from {}; install them (Debian package: \
+             containernetworking-plugins)",
+            crate::cluster::node::CNI_BIN_DIR
+        );
+    }
+    require_cluster_tools()
 }
 
 /// What the full `cargo xtask test` needs.

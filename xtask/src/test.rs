@@ -81,7 +81,7 @@ pub fn run(fast_only: bool) -> Result<()> {
     println!("==> local control plane");
     let already_up = cluster::is_up(&layout);
     if !already_up {
-        cluster::up(&layout, 3).context("starting the local control plane (needs root for the network namespace and Go to build it)")?;
+        cluster::up(&layout, 3, false).context("starting the local control plane (needs root for the network namespace and Go to build it)")?;
     }
     let kubeconfig = layout.kubeconfig();
     let result = run_step(

@@ -104,6 +104,85 @@ fn godebug_default(go_mod: &str) -> Option<String> {
     })
 }
 
+/// Linker flags that stamp the Kubernetes version into a k8s.io/kubernetes command.
+fn ldflags(minor: &str) -> String {
+    let version_pkg = "k8s.io/component-base/version";
+    format!(
+        "-s -w -X {version_pkg}.gitVersion=v{KUBERNETES_VERSION} -X {version_pkg}.gitMajor=1 -X {version_pkg}.gitMinor={minor} -X {version_pkg}.gitTreeState=clean"
+    )
+}
+
+fn wrapper_dir() -> PathBuf {
+    version_dir().join("wrapper")
+}
+
+/// The real node's binaries, beside the control plane's.
+pub const NODE_BINARIES: &[&str] = &["kubelet", "kube-proxy", "coredns", "pause"];
+
+/// The CoreDNS release of the real node's cluster DNS.
+pub const COREDNS_VERSION: &str = "v1.14.7";
+
+fn node_is_complete() -> bool {
+    NODE_BINARIES.iter().all(|b| bin_dir().join(b).is_file())
+}
+
+/// Builds the control plane and the real node's binaries (kubelet and kube-proxy from the same
+/// k8s.io/kubernetes module, CoreDNS from its module, the pause program with the C compiler)
+/// where missing, and returns the binary directory.
+pub fn build_node() -> Result<PathBuf> {
+    let out = build()?;
+    if node_is_complete() {
+        return Ok(out);
+    }
+    let started = Instant::now();
+    progress::say(&format!(
+        "{PREFIX}building the real node: kubelet and kube-proxy {KUBERNETES_VERSION}, CoreDNS {COREDNS_VERSION}, pause (once; several minutes on 2 cores)"
+    ));
+    let (_, minor) = staging_version(KUBERNETES_VERSION)?;
+    let ldflags = ldflags(&minor);
+    for command in ["kubelet", "kube-proxy"] {
+        if out.join(command).is_file() {
+            continue;
+        }
+        run(
+            &format!("compiling {command}"),
+            go(&wrapper_dir())
+                .args(["build", "-trimpath", "-o"])
+                .arg(out.join(command))
+                .args(["-ldflags", &ldflags])
+                .arg(format!("k8s.io/kubernetes/cmd/{command}")),
+        )?;
+    }
+    if !out.join("coredns").is_file() {
+        run(
+            &format!("compiling CoreDNS {COREDNS_VERSION}"),
+            go(&version_dir())
+                .env("GOBIN", &out)
+                .env_remove("GOFLAGS")
+                .args([
+                    "install",
+                    "-trimpath",
+                    "-ldflags",
+                    "-s -w",
+                    &format!("github.com/coredns/coredns@{COREDNS_VERSION}"),
+                ]),
+        )?;
+    }
+    let source = crate::repo_root().join("xtask/assets/pause.c");
+    run(
+        "compiling pause (static)",
+        Command::new("gcc")
+            .args(["-static", "-Os", "-s", "-o"])
+            .arg(out.join("pause"))
+            .arg(&source),
+    )?;
+    progress::say(&format!(
+        "{PREFIX}real node built in {}",
+        progress::elapsed(started.elapsed())
+    ));
+    Ok(out)
+}
+
 /// Builds whatever is missing and returns the binary directory.
 pub fn build() -> Result<PathBuf> {
     if is_complete() {
@@ -115,7 +194,7 @@ pub fn build() -> Result<PathBuf> {
     }
     let started = Instant::now();
     let (staging, minor) = staging_version(KUBERNETES_VERSION)?;
-    let wrapper = version_dir().join("wrapper");
+    let wrapper = wrapper_dir();
     fs::create_dir_all(&wrapper).with_context(|| format!("creating {}", wrapper.display()))?;
     progress::say(&format!(
         "{PREFIX}building Kubernetes {KUBERNETES_VERSION} (apiserver, controller-manager, scheduler), etcd and kwok {KWOK_VERSION} from the Go module proxy into {} (once; about 15 minutes on 2 cores)",
@@ -165,7 +244,7 @@ pub fn build() -> Result<PathBuf> {
     )?;
     fs::write(
         wrapper.join("tools.go"),
-        "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"go.etcd.io/etcd/server/v3\"\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n\t_ \"k8s.io/kubernetes/cmd/kube-scheduler\"\n)\n",
+        "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"go.etcd.io/etcd/server/v3\"\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n\t_ \"k8s.io/kubernetes/cmd/kube-scheduler\"\n\t_ \"k8s.io/kubernetes/cmd/kubelet\"\n\t_ \"k8s.io/kubernetes/cmd/kube-proxy\"\n)\n",
     )
     .context("writing tools.go")?;
     run(
@@ -176,10 +255,7 @@ pub fn build() -> Result<PathBuf> {
         "tidying the wrapper module",
         go(&wrapper).args(["mod", "tidy"]),
     )?;
-    let version_pkg = "k8s.io/component-base/version";
-    let ldflags = format!(
-        "-s -w -X {version_pkg}.gitVersion=v{KUBERNETES_VERSION} -X {version_pkg}.gitMajor=1 -X {version_pkg}.gitMinor={minor} -X {version_pkg}.gitTreeState=clean"
-    );
+    let ldflags = ldflags(&minor);
     let out = bin_dir();
     // One `go build` per command, so each says when it is done; the Go build cache shares
     // what they have in common.

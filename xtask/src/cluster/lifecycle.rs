@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use super::{NETNS, build, cache_root, pki};
 
 /// Address of the apiserver inside the namespace (on a veth, so it is not loopback).
-const ADVERTISE_ADDRESS: &str = "10.250.1.1";
+pub(super) const ADVERTISE_ADDRESS: &str = "10.250.1.1";
 /// Fake nodes get consecutive addresses in this /24, routed to the namespace's loopback.
 const NODE_NETWORK: &str = "10.250.2";
 /// Pod addresses kwok hands out; routed to the namespace's loopback so that a process
@@ -149,7 +149,7 @@ fn in_netns_output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn kubectl(layout: &ClusterLayout, args: &[&str]) -> Option<String> {
+pub(super) fn kubectl(layout: &ClusterLayout, args: &[&str]) -> Option<String> {
     let kubeconfig = format!("--kubeconfig={}", layout.kubeconfig().display());
     let mut all = vec![kubeconfig.as_str()];
     all.extend_from_slice(args);
@@ -157,6 +157,20 @@ fn kubectl(layout: &ClusterLayout, args: &[&str]) -> Option<String> {
 }
 
 fn spawn(layout: &ClusterLayout, name: &str, program: &Path, args: &[String]) -> Result<()> {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", NETNS])
+        .arg(program)
+        .args(args);
+    spawn_command(layout, name, &mut command)
+}
+
+/// Starts `command` as component `name`: output appended to its log, pid in its pid file.
+pub(super) fn spawn_command(
+    layout: &ClusterLayout,
+    name: &str,
+    command: &mut Command,
+) -> Result<()> {
     let log_path = layout.logs().join(format!("{name}.log"));
     // Appended: a restarted component keeps what it logged before.
     let log = fs::OpenOptions::new()
@@ -164,10 +178,7 @@ fn spawn(layout: &ClusterLayout, name: &str, program: &Path, args: &[String]) ->
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", NETNS])
-        .arg(program)
-        .args(args)
+    let child = command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -179,7 +190,11 @@ fn spawn(layout: &ClusterLayout, name: &str, program: &Path, args: &[String]) ->
     Ok(())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+pub(super) fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if ready() {
@@ -194,7 +209,7 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> R
     bail!("{what} not ready after {} s", timeout.as_secs())
 }
 
-fn pid_of(layout: &ClusterLayout, name: &str) -> Option<u32> {
+pub(super) fn pid_of(layout: &ClusterLayout, name: &str) -> Option<u32> {
     fs::read_to_string(layout.pids().join(name))
         .ok()?
         .trim()
@@ -203,7 +218,7 @@ fn pid_of(layout: &ClusterLayout, name: &str) -> Option<u32> {
 }
 
 /// Whether a process exists and is not a zombie.
-fn is_running(pid: u32) -> bool {
+pub(super) fn is_running(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(") ")
@@ -213,7 +228,7 @@ fn is_running(pid: u32) -> bool {
     }
 }
 
-fn component_failed(layout: &ClusterLayout, name: &str) -> Option<String> {
+pub(super) fn component_failed(layout: &ClusterLayout, name: &str) -> Option<String> {
     let running = pid_of(layout, name).is_some_and(is_running);
     if running {
         return None;
@@ -268,8 +283,9 @@ pub fn is_up(layout: &ClusterLayout) -> bool {
     netns_exists() && kubectl(layout, &["get", "--raw", "/readyz"]).is_some()
 }
 
-/// Starts the control plane with `nodes` fake nodes. Does nothing if it already runs.
-pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
+/// Starts the control plane with `nodes` fake nodes, and with `real_node` a real one (see
+/// [`super::node`]). Does nothing if it already runs.
+pub fn up(layout: &ClusterLayout, nodes: u32, real_node: bool) -> Result<()> {
     if netns_exists() {
         if is_up(layout) {
             println!("the local cluster is already up; `cargo xtask cluster down` stops it");
@@ -279,7 +295,11 @@ pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
             "network namespace {NETNS} exists but the apiserver does not answer; run `cargo xtask cluster down` first"
         );
     }
-    let bin = build::build()?;
+    let bin = if real_node {
+        build::build_node()?
+    } else {
+        build::build()?
+    };
     let started = Instant::now();
     // Components append to their logs (a restart keeps the earlier part); a new cluster starts
     // with empty ones.
@@ -301,7 +321,10 @@ pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
     );
     create_netns()?;
 
-    let result = start_components(layout, &bin, nodes);
+    let mut result = start_components(layout, &bin, nodes);
+    if real_node && result.is_ok() {
+        result = super::node::start(layout, &bin);
+    }
     if let Err(err) = result {
         let failures: Vec<String> = COMPONENTS
             .iter()
@@ -314,8 +337,13 @@ pub fn up(layout: &ClusterLayout, nodes: u32) -> Result<()> {
         bail!("{err:#}\n{}", failures.join("\n"));
     }
     println!(
-        "cluster up in {:.0} s with {nodes} nodes",
-        started.elapsed().as_secs_f64()
+        "cluster up in {:.0} s with {nodes} fake nodes{}",
+        started.elapsed().as_secs_f64(),
+        if real_node {
+            format!(" and the real node {}", super::node::NODE_NAME)
+        } else {
+            String::new()
+        }
     );
     print!("{}", layout.env_script());
     Ok(())
@@ -335,6 +363,11 @@ fn start_apiserver(layout: &ClusterLayout, bin: &Path) -> Result<()> {
             format!("--tls-cert-file={}", pki("apiserver.crt")),
             format!("--tls-private-key-file={}", pki("apiserver.key")),
             format!("--client-ca-file={}", pki("ca.crt")),
+            // `kubectl logs` and `exec` on the real node: kubelet authorizes the admin.
+            format!("--kubelet-client-certificate={}", pki("admin.crt")),
+            format!("--kubelet-client-key={}", pki("admin.key")),
+            // Node names do not resolve in the namespace; their addresses are known.
+            "--kubelet-preferred-address-types=InternalIP".into(),
             "--authorization-mode=Node,RBAC".into(),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             format!("--service-account-key-file={}", pki("sa.pub")),
@@ -453,9 +486,11 @@ fn start_components(layout: &ClusterLayout, bin: &Path, nodes: u32) -> Result<()
     let nodes_file = layout.root.join("nodes.yaml");
     fs::write(&nodes_file, manifests).context("writing node manifests")?;
     let nodes_path = nodes_file.display().to_string();
-    wait_for("fake nodes registered", Duration::from_secs(30), || {
-        kubectl(layout, &["apply", "-f", &nodes_path]).is_some()
-    })?;
+    if nodes > 0 {
+        wait_for("fake nodes registered", Duration::from_secs(30), || {
+            kubectl(layout, &["apply", "-f", &nodes_path]).is_some()
+        })?;
+    }
     wait_for("nodes Ready and untainted", Duration::from_secs(120), || {
         for name in COMPONENTS {
             if component_failed(layout, name).is_some() {
@@ -493,6 +528,7 @@ pub(super) fn signal_group(pid: u32, signal: &str) {
 
 /// Stops every component (and anything else left in the namespace) and removes it.
 pub fn down(layout: &ClusterLayout) -> Result<()> {
+    super::node::teardown(layout);
     let mut pids = Vec::new();
     for name in COMPONENTS.iter().rev() {
         if let Some(pid) = pid_of(layout, name) {
@@ -533,7 +569,12 @@ pub fn status(layout: &ClusterLayout) -> Result<()> {
         );
     }
     let mut problems = Vec::new();
-    for name in COMPONENTS {
+    let node_components = if super::node::is_configured(layout) {
+        super::node::COMPONENTS
+    } else {
+        &[]
+    };
+    for name in COMPONENTS.iter().chain(node_components) {
         match pid_of(layout, name) {
             Some(pid) if is_running(pid) => println!("{name:<24} running (pid {pid})"),
             _ => {

@@ -8,6 +8,7 @@
 
 pub(crate) mod build;
 mod lifecycle;
+pub mod node;
 mod pki;
 
 use std::path::PathBuf;
@@ -31,12 +32,19 @@ pub enum ClusterCommand {
         /// Also build helm from its Go module (the chart tests need it).
         #[arg(long)]
         helm: bool,
+        /// Also build the real node's binaries (kubelet, kube-proxy, CoreDNS, pause).
+        #[arg(long)]
+        node: bool,
     },
     /// Start the control plane with fake nodes inside the network namespace.
     Up {
-        /// Number of fake (kwok) nodes.
-        #[arg(long, default_value_t = 3)]
-        nodes: u32,
+        /// Number of fake (kwok) nodes [default: 3, or 0 with --real-node].
+        #[arg(long)]
+        nodes: Option<u32>,
+        /// Also run a real node: containerd, kubelet, CNI bridge, kube-proxy, CoreDNS, and the
+        /// registry it pulls images from.
+        #[arg(long)]
+        real_node: bool,
     },
     /// Stop every component and remove the network namespace.
     Down,
@@ -72,14 +80,21 @@ pub fn cache_root() -> PathBuf {
 pub fn run(command: ClusterCommand) -> Result<()> {
     let layout = ClusterLayout::default_location();
     match command {
-        ClusterCommand::Build { helm } => {
-            build::build()?;
+        ClusterCommand::Build { helm, node } => {
+            if node {
+                build::build_node()?;
+            } else {
+                build::build()?;
+            }
             if helm {
                 crate::helm::ensure()?;
             }
             Ok(())
         }
-        ClusterCommand::Up { nodes } => up(&layout, nodes),
+        ClusterCommand::Up { nodes, real_node } => {
+            let nodes = nodes.unwrap_or(if real_node { 0 } else { 3 });
+            up(&layout, nodes, real_node)
+        }
         ClusterCommand::Down => down(&layout),
         ClusterCommand::Status => lifecycle::status(&layout),
         ClusterCommand::RestartApiserver { down_seconds } => {

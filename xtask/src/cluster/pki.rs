@@ -55,63 +55,74 @@ pub fn ensure(dir: &Path, advertise_address: &str, service_ip: &str) -> Result<(
         ],
     )?;
     let sans = apiserver_sans(advertise_address, service_ip);
-    for (name, subject, extensions) in [
-        ("apiserver", "/CN=kube-apiserver", sans.as_str()),
-        (
-            "admin",
-            "/CN=admin/O=system:masters",
-            "extendedKeyUsage=clientAuth",
-        ),
-    ] {
-        let ext_file = format!("{name}.ext");
-        fs::write(dir.join(&ext_file), format!("{extensions}\n")).context("writing extensions")?;
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                subject,
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        )?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "365",
-                "-out",
-                &format!("{name}.crt"),
-                "-extfile",
-                &ext_file,
-            ],
-        )?;
-    }
+    issue(dir, "apiserver", "/CN=kube-apiserver", &sans)?;
+    issue(
+        dir,
+        "admin",
+        "/CN=admin/O=system:masters",
+        "extendedKeyUsage=clientAuth",
+    )?;
     openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
     openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
 }
 
+/// Issues `<name>.{crt,key}` for `subject` with the CA in `dir`, with `extensions` (one
+/// openssl extension line), unless `<name>.crt` exists.
+pub fn issue(dir: &Path, name: &str, subject: &str, extensions: &str) -> Result<()> {
+    if dir.join(format!("{name}.crt")).is_file() {
+        return Ok(());
+    }
+    let ext_file = format!("{name}.ext");
+    fs::write(dir.join(&ext_file), format!("{extensions}\n")).context("writing extensions")?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "365",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &ext_file,
+        ],
+    )
+}
+
 /// A kubeconfig for the admin client certificate.
 pub fn admin_kubeconfig(dir: &Path, server: &str) -> String {
+    kubeconfig(dir, server, "admin")
+}
+
+/// A kubeconfig for the client certificate `<user>.{crt,key}` in `dir`.
+pub fn kubeconfig(dir: &Path, server: &str, user: &str) -> String {
     let path = |f: &str| dir.join(f).display().to_string();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\ncurrent-context: local\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: {user}\ncurrent-context: local\n",
         ca = path("ca.crt"),
-        crt = path("admin.crt"),
-        key = path("admin.key"),
+        crt = path(&format!("{user}.crt")),
+        key = path(&format!("{user}.key")),
     )
 }

@@ -1,0 +1,337 @@
+//! `cargo xtask e2e --real-node`: the stack as users run it. The images are built from the
+//! Dockerfiles (buildah, binaries from cargo), pushed to the node's registry, the three charts
+//! are installed with helm on the local control plane's real node (kubelet + containerd), and
+//! the end-to-end scenarios run against those pods, with the controller in host network mode.
+//! `helm uninstall` must then leave no webhook configuration behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cargo;
+use crate::cluster::node::{self, REGISTRY};
+use crate::cluster::{self, ClusterLayout, NETNS};
+use crate::images;
+use crate::test::run_step as step;
+
+/// The Service the scenarios' PolicyServers fetch the test policies from. It has no selector:
+/// its EndpointSlice points at a file server on the node's address.
+const FIXTURE_SERVICE: &str = "e2e-fixtures";
+const FIXTURE_PORT: u16 = 8090;
+const NAMESPACE: &str = "kubewarden";
+
+/// A command inside the cluster's network namespace, where the apiserver and registry are.
+fn in_netns(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", NETNS]).arg(program);
+    command
+}
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = in_netns("kubectl");
+        command
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args);
+        command
+    }
+
+    fn output(&self, args: &[&str]) -> Option<String> {
+        let output = self.command(args).stderr(Stdio::null()).output().ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// A plain HTTP server for the fixture modules, on the node's address; stopped on drop.
+struct FixtureServer(Child);
+
+impl FixtureServer {
+    fn start(logs: &Path) -> Result<Self> {
+        let dir = crate::repo_root().join("crates/policy-evaluator/tests/fixtures");
+        let log = std::fs::File::create(logs.join("fixture-server.log"))?;
+        let child = in_netns("python3")
+            .args(["-m", "http.server", "--bind", "10.250.1.1"])
+            .arg(FIXTURE_PORT.to_string())
+            .arg("--directory")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the fixture server (python3 -m http.server)")?;
+        Ok(FixtureServer(child))
+    }
+}
+
+impl Drop for FixtureServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fixture_manifest() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {FIXTURE_SERVICE}
+  namespace: {NAMESPACE}
+spec:
+  ports:
+  - {{name: http, port: 80, targetPort: {FIXTURE_PORT}, protocol: TCP}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {FIXTURE_SERVICE}-node
+  namespace: {NAMESPACE}
+  labels:
+    kubernetes.io/service-name: {FIXTURE_SERVICE}
+addressType: IPv4
+endpoints:
+- addresses: [10.250.1.1]
+  conditions:
+    ready: true
+ports:
+- {{name: http, port: {FIXTURE_PORT}, protocol: TCP}}
+"#
+    )
+}
+
+/// Runs the scenarios on the real node with the stack's binaries in `bin` (debug or release,
+/// whatever cargo built) and the scenarios' test executable.
+pub fn run(bin: &Path, scenarios: &Path) -> Result<()> {
+    crate::preflight::require_real_node_tools()?;
+    let helm = crate::helm::ensure()?;
+    let logs = cargo::output_dir("e2e-logs")?;
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    let layout = ClusterLayout::default_location();
+    let already_up = cluster::is_up(&layout);
+    if already_up && !node::is_configured(&layout) {
+        bail!(
+            "the local cluster runs without a real node; stop it with `cargo xtask cluster down` \
+             (the real-node e2e starts one with --real-node)"
+        );
+    }
+    if !already_up {
+        cluster::up(&layout, 0, true)?;
+    }
+    let result = install_and_run(&layout, &helm, bin, scenarios, &logs);
+    if result.is_err() {
+        save_state(&layout, &logs);
+        println!(
+            "real-node e2e failed; logs of every pod and component: {}",
+            logs.display()
+        );
+    }
+    if !already_up {
+        cluster::down(&layout)?;
+    }
+    result
+}
+
+fn install_and_run(
+    layout: &ClusterLayout,
+    helm: &Path,
+    bin: &Path,
+    scenarios: &Path,
+    logs: &Path,
+) -> Result<()> {
+    // A tag per run: the node keeps pulled images, and `IfNotPresent` must not reuse old ones.
+    let tag = format!(
+        "e2e-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    );
+    let built = images::build_with_buildah(bin, REGISTRY, &tag)?;
+    for image in &built {
+        node::push_in_netns(image, image)?;
+    }
+    // The registry holds them now; a tag per run would otherwise pile up in buildah's store.
+    images::remove_from_buildah(&built);
+    let kubectl = Kubectl {
+        kubeconfig: layout.kubeconfig(),
+    };
+    let root = crate::repo_root();
+    let helm_install = |release: &str, chart: &str, values: &[String]| {
+        let mut command = in_netns(helm);
+        command
+            .args(["upgrade", "--install", "--wait", "--timeout", "300s"])
+            .args(["-n", NAMESPACE, "--create-namespace"])
+            .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+            .arg(release)
+            .arg(root.join("charts").join(chart));
+        for value in values {
+            command.args(["--set", value]);
+        }
+        command
+    };
+    let registry = format!("global.cattle.systemDefaultRegistry={REGISTRY}");
+    step(
+        "helm install kubewarden-crds",
+        &mut helm_install("kubewarden-crds", "kubewarden-crds", &[]),
+    )?;
+    step(
+        "helm install kubewarden-controller (host network mode)",
+        &mut helm_install(
+            "kubewarden-controller",
+            "kubewarden-controller",
+            &[
+                registry.clone(),
+                format!("image.tag={tag}"),
+                "hostNetwork=true".into(),
+                // One node: the controller's health port must not be the PolicyServers'
+                // readiness port 8081 (upstream's host network guide says the same).
+                "ports.healthProbe=8091".into(),
+            ],
+        ),
+    )?;
+    let _fixtures = FixtureServer::start(logs)?;
+    let manifest = logs.join("fixtures.yaml");
+    std::fs::write(&manifest, fixture_manifest())?;
+    step(
+        "the fixture Service",
+        &mut kubectl.command(&["apply", "-f", &manifest.display().to_string()]),
+    )?;
+    let fixture_base = format!("http://{FIXTURE_SERVICE}.{NAMESPACE}.svc");
+    step(
+        "helm install kubewarden-defaults",
+        &mut helm_install(
+            "kubewarden-defaults",
+            "kubewarden-defaults",
+            &[
+                registry,
+                format!("policyServer.image.tag={tag}"),
+                format!("policyServer.insecureSources={{{FIXTURE_SERVICE}.{NAMESPACE}.svc}}"),
+            ],
+        ),
+    )?;
+    step(
+        "the default PolicyServer becomes ready",
+        &mut kubectl.command(&[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            "deployment/policy-server-default",
+            "--timeout=300s",
+        ]),
+    )?;
+    println!("==> scenarios (logs in {})", logs.display());
+    cluster::exec(
+        layout,
+        &[
+            "env".to_string(),
+            "KUBEWARDEN_E2E_MODE=real-node".to_string(),
+            format!("KUBEWARDEN_E2E_FIXTURE_BASE={fixture_base}"),
+            format!(
+                "KUBEWARDEN_E2E_POLICY_SERVER_IMAGE={REGISTRY}/kubewarden-rs/policy-server:{tag}"
+            ),
+            format!("KUBEWARDEN_E2E_BIN_DIR={}", bin.display()),
+            format!("KUBEWARDEN_E2E_LOG_DIR={}", logs.display()),
+            "KUBEWARDEN_REQUIRE_CLUSTER=1".to_string(),
+            scenarios.display().to_string(),
+            "--nocapture".to_string(),
+        ],
+    )?;
+    for release in ["kubewarden-defaults", "kubewarden-controller"] {
+        step(
+            &format!("helm uninstall {release}"),
+            in_netns(helm)
+                .args(["uninstall", "--wait", "-n", NAMESPACE])
+                .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+                .arg(release),
+        )?;
+    }
+    let left = kubectl
+        .output(&[
+            "get",
+            "validatingwebhookconfigurations,mutatingwebhookconfigurations",
+            "-o",
+            "name",
+        ])
+        .unwrap_or_default();
+    let left: Vec<&str> = left
+        .lines()
+        .filter(|name| {
+            name.contains("kubewarden")
+                || name.contains("clusterwide-")
+                || name.contains("namespaced-")
+        })
+        .collect();
+    if !left.is_empty() {
+        bail!(
+            "helm uninstall left webhook configurations behind: {}",
+            left.join(", ")
+        );
+    }
+    println!("==> helm uninstall left no webhook configuration behind");
+    Ok(())
+}
+
+/// Every pod's logs (all containers, and the previous run of restarted ones), the objects,
+/// events and the node's and control plane's own logs.
+fn save_state(layout: &ClusterLayout, logs: &Path) {
+    let kubectl = Kubectl {
+        kubeconfig: layout.kubeconfig(),
+    };
+    let kinds = "policyservers,clusteradmissionpolicies,admissionpolicies,deployments,replicasets,pods,services,endpointslices,jobs,cronjobs,validatingwebhookconfigurations,mutatingwebhookconfigurations,nodes";
+    for (file, args) in [
+        ("objects.yaml", vec!["get", kinds, "-A", "-o", "yaml"]),
+        (
+            "events.txt",
+            vec!["get", "events", "-A", "--sort-by=.lastTimestamp"],
+        ),
+        ("pods.txt", vec!["get", "pods", "-A", "-o", "wide"]),
+    ] {
+        if let Some(output) = kubectl.output(&args) {
+            let _ = std::fs::write(logs.join(file), output);
+        }
+    }
+    let pods = kubectl
+        .output(&[
+            "get",
+            "pods",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.namespace}{\" \"}{.metadata.name}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default();
+    let pod_logs = logs.join("pods");
+    let _ = std::fs::create_dir_all(&pod_logs);
+    for line in pods.lines() {
+        let Some((namespace, pod)) = line.split_once(' ') else {
+            continue;
+        };
+        for (suffix, previous) in [("", false), (".previous", true)] {
+            let mut args = vec!["-n", namespace, "logs", pod, "--all-containers"];
+            if previous {
+                args.push("--previous");
+            }
+            if let Some(output) = kubectl.output(&args) {
+                let _ = std::fs::write(
+                    pod_logs.join(format!("{namespace}_{pod}{suffix}.log")),
+                    output,
+                );
+            }
+        }
+    }
+    let _ = Command::new("cp")
+        .arg("-r")
+        .arg(layout.logs())
+        .arg(logs.join("components"))
+        .status();
+}
