@@ -43,6 +43,12 @@ impl Mode {
     }
 }
 
+/// Whether the charts installed the controller in host network mode
+/// (`KUBEWARDEN_E2E_HOST_NETWORK=true`; local mode always runs it so).
+pub fn host_network_mode() -> bool {
+    std::env::var("KUBEWARDEN_E2E_HOST_NETWORK").is_ok_and(|v| v == "true")
+}
+
 /// The policy-server image of the PolicyServers the scenarios create
 /// (`KUBEWARDEN_E2E_POLICY_SERVER_IMAGE`; kind mode loads `ghcr.io/...:e2e`).
 pub fn policy_server_image() -> String {

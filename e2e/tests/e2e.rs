@@ -218,11 +218,16 @@ async fn the_whole_journey() {
         Mode::Local => json!({"affinity": on_node("kwok-node-0")}),
         Mode::Kind | Mode::RealNode => json!({}),
     };
+    let mut default_server = policy_server(&default_ps, placement);
+    if mode.runs_in_pods() {
+        // The defaults chart owns it: the clean-up of the scenarios' objects must leave it.
+        default_server.metadata.labels = None;
+    }
     servers
         .patch(
             &default_ps,
             &PatchParams::apply("kubewarden-rs-e2e").force(),
-            &Patch::Apply(&policy_server(&default_ps, placement)),
+            &Patch::Apply(&default_server),
         )
         .await
         .expect("PolicyServer");
@@ -432,8 +437,10 @@ async fn the_whole_journey() {
     match mode {
         Mode::Local => host_network(&apps, &default_ps, "kwok-node-0", true).await,
         // One real node: its ports are really bound, replicas cannot spread.
-        Mode::RealNode => host_network(&apps, &default_ps, &real_node(&apps).await, false).await,
-        Mode::Kind => {}
+        Mode::RealNode if e2e::host_network_mode() => {
+            host_network(&apps, &default_ps, &real_node(&apps).await, false).await
+        }
+        Mode::RealNode | Mode::Kind => {}
     }
 
     step("cleaning up");

@@ -87,7 +87,7 @@ pub fn run(root: &Path) -> Result<()> {
 pub fn run_cluster() -> Result<()> {
     let started = Instant::now();
     crate::preflight::require_cluster_tools()?;
-    let binaries = crate::e2e::build_stack(&["-p", "e2e", "--bin", "cluster-demo"])?;
+    let binaries = crate::e2e::build_stack(&["-p", "e2e", "--bin", "cluster-demo"], false)?;
     let bin = crate::e2e::stack_dir(&binaries)?;
     let layout = crate::cluster::ClusterLayout::default_location();
     let already_up = crate::cluster::is_up(&layout);

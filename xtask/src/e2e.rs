@@ -52,8 +52,8 @@ const STACK: [&str; 3] = ["controller", "policy-server", "audit-scanner"];
 
 /// Builds the stack's binaries (plus what `extra` cargo arguments name) while the control plane
 /// is built from Go beside it if it is not yet, and returns what cargo built.
-pub fn build_stack(extra: &[&str]) -> Result<Binaries> {
-    let go = BackgroundBuild::start(false)?;
+pub fn build_stack(extra: &[&str], node: bool) -> Result<Binaries> {
+    let go = BackgroundBuild::start(node, node)?;
     // `--bin` filters every selected package: each binary is named, or one `--bin` in `extra`
     // would leave the others out.
     let mut args = Vec::new();
@@ -76,7 +76,7 @@ pub fn stack_dir(binaries: &Binaries) -> Result<PathBuf> {
 
 /// `cargo xtask e2e`: builds the stack and the scenarios, and runs them.
 pub fn run() -> Result<()> {
-    let stack = build_stack(&[])?;
+    let stack = build_stack(&[], false)?;
     let scenarios = cargo::build_tests(
         "compiling the end-to-end scenarios",
         &["-p", "e2e", "--test", "e2e"],
@@ -87,7 +87,7 @@ pub fn run() -> Result<()> {
 /// `cargo xtask e2e --real-node`: builds the stack and the scenarios, then runs them on the
 /// real node with the images and charts.
 pub fn run_real_node() -> Result<()> {
-    let stack = build_stack(&[])?;
+    let stack = build_stack(&[], true)?;
     let scenarios = cargo::build_tests(
         "compiling the end-to-end scenarios",
         &["-p", "e2e", "--test", "e2e"],

@@ -1,7 +1,8 @@
 //! `cargo xtask e2e --real-node`: the stack as users run it. The images are built from the
 //! Dockerfiles (buildah, binaries from cargo), pushed to the node's registry, the three charts
 //! are installed with helm on the local control plane's real node (kubelet + containerd), and
-//! the end-to-end scenarios run against those pods, with the controller in host network mode.
+//! the end-to-end scenarios run against those pods: on the pod network, then with the controller
+//! and the PolicyServers in host network mode.
 //! `helm uninstall` must then leave no webhook configuration behind.
 
 use std::path::{Path, PathBuf};
@@ -184,69 +185,99 @@ fn install_and_run(
         "helm install kubewarden-crds",
         &mut helm_install("kubewarden-crds", "kubewarden-crds", &[]),
     )?;
-    step(
-        "helm install kubewarden-controller (host network mode)",
-        &mut helm_install(
-            "kubewarden-controller",
-            "kubewarden-controller",
-            &[
-                registry.clone(),
-                format!("image.tag={tag}"),
-                "hostNetwork=true".into(),
-                // One node: the controller's health port must not be the PolicyServers'
-                // readiness port 8081 (upstream's host network guide says the same).
-                "ports.healthProbe=8091".into(),
-            ],
-        ),
-    )?;
     let _fixtures = FixtureServer::start(logs)?;
-    let manifest = logs.join("fixtures.yaml");
-    std::fs::write(&manifest, fixture_manifest())?;
-    step(
-        "the fixture Service",
-        &mut kubectl.command(&["apply", "-f", &manifest.display().to_string()]),
-    )?;
     let fixture_base = format!("http://{FIXTURE_SERVICE}.{NAMESPACE}.svc");
-    step(
-        "helm install kubewarden-defaults",
-        &mut helm_install(
-            "kubewarden-defaults",
-            "kubewarden-defaults",
-            &[
-                registry,
-                format!("policyServer.image.tag={tag}"),
-                format!("policyServer.insecureSources={{{FIXTURE_SERVICE}.{NAMESPACE}.svc}}"),
-            ],
-        ),
-    )?;
-    step(
-        "the default PolicyServer becomes ready",
-        &mut kubectl.command(&[
-            "-n",
-            NAMESPACE,
-            "rollout",
-            "status",
-            "deployment/policy-server-default",
-            "--timeout=300s",
-        ]),
-    )?;
-    println!("==> scenarios (logs in {})", logs.display());
-    cluster::exec(
-        layout,
-        &[
-            "env".to_string(),
-            "KUBEWARDEN_E2E_MODE=real-node".to_string(),
-            format!("KUBEWARDEN_E2E_FIXTURE_BASE={fixture_base}"),
-            format!(
-                "KUBEWARDEN_E2E_POLICY_SERVER_IMAGE={REGISTRY}/kubewarden-rs/policy-server:{tag}"
+    // The journey twice: on the pod network (the charts' defaults), then with the controller
+    // and every PolicyServer in host network mode.
+    for host_network in [false, true] {
+        let network = if host_network {
+            "host network mode"
+        } else {
+            "pod network"
+        };
+        let mut controller_values = vec![
+            registry.clone(),
+            format!("image.tag={tag}"),
+            format!("hostNetwork={host_network}"),
+        ];
+        if host_network {
+            // One node: the controller's health port must not be the PolicyServers'
+            // readiness port 8081 (upstream's host network guide says the same).
+            controller_values.push("ports.healthProbe=8091".into());
+        }
+        step(
+            &format!("helm install kubewarden-controller ({network})"),
+            &mut helm_install(
+                "kubewarden-controller",
+                "kubewarden-controller",
+                &controller_values,
             ),
-            format!("KUBEWARDEN_E2E_BIN_DIR={}", bin.display()),
-            format!("KUBEWARDEN_E2E_LOG_DIR={}", logs.display()),
-            "KUBEWARDEN_REQUIRE_CLUSTER=1".to_string(),
-            scenarios.display().to_string(),
-            "--nocapture".to_string(),
-        ],
-    )?;
+        )?;
+        if !host_network {
+            // The namespace exists now (helm made it).
+            let manifest = logs.join("fixtures.yaml");
+            std::fs::write(&manifest, fixture_manifest())?;
+            step(
+                "the fixture Service",
+                &mut kubectl.command(&["apply", "-f", &manifest.display().to_string()]),
+            )?;
+        }
+        step(
+            "helm install kubewarden-defaults",
+            &mut helm_install(
+                "kubewarden-defaults",
+                "kubewarden-defaults",
+                &[
+                    registry.clone(),
+                    format!("policyServer.image.tag={tag}"),
+                    format!("policyServer.insecureSources={{{FIXTURE_SERVICE}.{NAMESPACE}.svc}}"),
+                ],
+            ),
+        )?;
+        if host_network {
+            step(
+                "the controller moves the default PolicyServer to the host network",
+                &mut kubectl.command(&[
+                    "-n",
+                    NAMESPACE,
+                    "wait",
+                    "deployment/policy-server-default",
+                    "--for=jsonpath={.spec.template.spec.hostNetwork}=true",
+                    "--timeout=120s",
+                ]),
+            )?;
+        }
+        step(
+            "the default PolicyServer becomes ready",
+            &mut kubectl.command(&[
+                "-n",
+                NAMESPACE,
+                "rollout",
+                "status",
+                "deployment/policy-server-default",
+                "--timeout=300s",
+            ]),
+        )?;
+        println!("==> scenarios, {network} (logs in {})", logs.display());
+        cluster::exec(
+            layout,
+            &[
+                "env".to_string(),
+                "KUBEWARDEN_E2E_MODE=real-node".to_string(),
+                format!("KUBEWARDEN_E2E_HOST_NETWORK={host_network}"),
+                format!("KUBEWARDEN_E2E_FIXTURE_BASE={fixture_base}"),
+                format!(
+                    "KUBEWARDEN_E2E_POLICY_SERVER_IMAGE={REGISTRY}/kubewarden-rs/policy-server:{tag}"
+                ),
+                format!("KUBEWARDEN_E2E_BIN_DIR={}", bin.display()),
+                format!("KUBEWARDEN_E2E_LOG_DIR={}", logs.display()),
+                "KUBEWARDEN_REQUIRE_CLUSTER=1".to_string(),
+                scenarios.display().to_string(),
+                "--nocapture".to_string(),
+            ],
+        )
+        .with_context(|| format!("the scenarios on the real node, {network}"))?;
+    }
     for release in ["kubewarden-defaults", "kubewarden-controller"] {
         step(
             &format!("helm uninstall {release}"),

@@ -34,6 +34,7 @@ pub fn run(fast_only: bool) -> Result<()> {
     let started = Instant::now();
     if !fast_only {
         crate::preflight::require_test_tools()?;
+        crate::preflight::require_real_node_tools()?;
     }
     crate::crds::run(&crate::repo_root(), true)
         .context("the CRD manifests differ from the types; run `cargo xtask gen-crds`")?;
@@ -42,7 +43,7 @@ pub fn run(fast_only: bool) -> Result<()> {
     let go = if fast_only {
         None
     } else {
-        Some(BackgroundBuild::start(true)?)
+        Some(BackgroundBuild::start(true, true)?)
     };
     // Every later step runs what this one build made (its binaries too), so nothing is built
     // again with another feature set.
@@ -129,6 +130,15 @@ pub fn run(fast_only: bool) -> Result<()> {
         cluster::down(&layout)?;
     }
     result?;
+    if already_up {
+        println!(
+            "==> skipped the real-node end-to-end run: it needs a cluster of its own and one you \
+             started is up; `cargo xtask cluster down && cargo xtask e2e --real-node` runs it"
+        );
+    } else {
+        println!("==> end-to-end scenarios on a real node (cargo xtask e2e --real-node)");
+        crate::e2e_real_node::run(&crate::e2e::stack_dir(&tests)?, tests.test("e2e")?)?;
+    }
     println!(
         "==> all tests passed in {}",
         crate::progress::elapsed(started.elapsed())

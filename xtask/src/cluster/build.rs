@@ -313,11 +313,12 @@ pub fn build() -> Result<PathBuf> {
 pub struct BackgroundBuild(Option<Child>);
 
 impl BackgroundBuild {
-    /// Starts building what is missing of the control plane, and helm too with `helm`; does
-    /// nothing when all of it is built already.
-    pub fn start(helm: bool) -> Result<Self> {
+    /// Starts building what is missing of the control plane, helm too with `helm`, the real
+    /// node's binaries with `node`; does nothing when all of it is built already.
+    pub fn start(helm: bool, node: bool) -> Result<Self> {
         let helm_missing = helm && crate::go_tool::HELM.existing().is_none();
-        if is_complete() && !helm_missing {
+        let node_missing = node && !node_is_complete();
+        if is_complete() && !helm_missing && !node_missing {
             return Ok(BackgroundBuild(None));
         }
         let exe = std::env::current_exe().context("locating the xtask binary")?;
@@ -325,6 +326,9 @@ impl BackgroundBuild {
         command.args(["cluster", "build"]);
         if helm_missing {
             command.arg("--helm");
+        }
+        if node_missing {
+            command.arg("--node");
         }
         // Its own process group, so that stopping it stops the `go` processes under it.
         let child = command
