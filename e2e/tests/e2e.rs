@@ -147,7 +147,23 @@ fn on_node(node: &str) -> Value {
         {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}})
 }
 
+/// The Pod Security admission label that enforces a level on a namespace.
+const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// Removes the restricted level a host network scenario puts on the stack's namespace.
+async fn allow_host_network(cluster: &TestCluster) {
+    let namespaces = cluster.cluster_wide::<Namespace>();
+    let _ = namespaces
+        .patch(
+            NAMESPACE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {PSA_ENFORCE: null}}})),
+        )
+        .await;
+}
+
 async fn remove_leftovers(cluster: &TestCluster) {
+    allow_host_network(cluster).await;
     let selector = ListParams::default().labels(E2E_LABEL);
     let policies = cluster.cluster_wide::<ClusterAdmissionPolicy>();
     let servers = cluster.cluster_wide::<PolicyServer>();
@@ -635,8 +651,51 @@ async fn host_network(cluster: &TestCluster, default_ps: &str, node: &str, sprea
         nodes(format!("kubewarden/policy-server={second}")).await,
         [node]
     );
+    let _ = policies.delete(&on_second, &DeleteParams::default()).await;
+
+    step(
+        "in a namespace enforcing the restricted Pod Security Standard, host network pods are refused and the PolicyServer says why",
+    );
+    let namespaces = cluster.cluster_wide::<Namespace>();
+    namespaces
+        .patch(
+            NAMESPACE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {PSA_ENFORCE: "restricted"}}})),
+        )
+        .await
+        .expect("namespace labelled");
+    let refused = unique_name("psa-refused");
+    servers
+        .create(
+            &PostParams::default(),
+            &policy_server(
+                &refused,
+                json!({"webhookPort": 9643, "readinessProbePort": 9281}),
+            ),
+        )
+        .await
+        .expect("PolicyServer");
+    wait_until("PodsCreated False with the PSA message", WAIT, || async {
+        let conditions = servers
+            .get(&refused)
+            .await?
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default();
+        Ok(conditions.iter().any(|c| {
+            c.type_ == "PodsCreated"
+                && c.status == "False"
+                && c.message
+                    .contains("violates PodSecurity \"restricted:latest\"")
+                && c.message.contains("hostNetwork=true")
+        }))
+    })
+    .await
+    .expect("refusal reported");
+    allow_host_network(cluster).await;
+    let _ = servers.delete(&refused, &DeleteParams::default()).await;
     if !spread {
-        let _ = policies.delete(&on_second, &DeleteParams::default()).await;
         return;
     }
 
@@ -689,5 +748,4 @@ async fn host_network(cluster: &TestCluster, default_ps: &str, node: &str, sprea
     })
     .await
     .expect("condition cleared");
-    let _ = policies.delete(&on_second, &DeleteParams::default()).await;
 }

@@ -112,6 +112,7 @@ ports:
 /// Runs the scenarios on the real node with the stack's binaries in `bin` (debug or release,
 /// whatever cargo built) and the scenarios' test executable.
 pub fn run(bin: &Path, scenarios: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
     crate::preflight::require_real_node_tools()?;
     let helm = crate::helm::ensure()?;
     let logs = cargo::output_dir("e2e-logs")?;
@@ -139,7 +140,12 @@ pub fn run(bin: &Path, scenarios: &Path) -> Result<()> {
     if !already_up {
         cluster::down(&layout)?;
     }
-    result
+    result?;
+    println!(
+        "==> real-node e2e passed in {}",
+        crate::progress::elapsed(started.elapsed())
+    );
+    Ok(())
 }
 
 fn install_and_run(

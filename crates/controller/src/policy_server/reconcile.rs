@@ -41,6 +41,9 @@ pub mod condition {
     pub const SERVICE: &str = "ServiceReconciled";
     pub const PDB: &str = "PodDisruptionBudgetReconciled";
     pub const WEBHOOKS_CLEANED_UP: &str = "PolicyWebhooksCleanedUp";
+    /// Ours: whether the Deployment's ReplicaSet can create its pods (Pod Security admission,
+    /// quotas and admission webhooks refuse them where nobody looks otherwise).
+    pub const PODS_CREATED: &str = "PodsCreated";
 }
 
 pub const REASON_SUCCEEDED: &str = "ReconciliationSucceeded";
@@ -169,13 +172,49 @@ async fn reconcile_children(
 
     let deployment = desired::desired_deployment(ps, options, &config_version);
     let result = apply(&ctx.namespaced::<Deployment>(), &deployment).await;
-    record(report, condition::DEPLOYMENT, result)?;
+    let deployment = record(report, condition::DEPLOYMENT, result)?;
+    report.push(pods_created_condition(&deployment));
 
     let service = desired::desired_service(ps, options);
     let result = apply(&ctx.namespaced::<Service>(), &service).await;
     record(report, condition::SERVICE, result)?;
     Ok(())
 }
+
+/// `PodsCreated` from the Deployment's `ReplicaFailure` condition, which the Deployment
+/// controller copies from the ReplicaSet with the apiserver's refusal (for example `pods
+/// "policy-server-default-…" is forbidden: violates PodSecurity "restricted:latest": host
+/// namespaces (hostNetwork=true)…`).
+pub fn pods_created_condition(deployment: &Deployment) -> NewCondition {
+    let failure = deployment
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .and_then(|conditions| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        });
+    match failure {
+        Some(failure) => NewCondition::new(
+            condition::PODS_CREATED,
+            false,
+            REASON_PODS_REFUSED,
+            failure
+                .message
+                .clone()
+                .unwrap_or_else(|| "the ReplicaSet cannot create pods".to_string()),
+        ),
+        None => NewCondition::new(
+            condition::PODS_CREATED,
+            true,
+            REASON_SUCCEEDED,
+            "the Deployment's pods are created",
+        ),
+    }
+}
+
+pub const REASON_PODS_REFUSED: &str = "FailedCreate";
 
 fn stored_certificate(secret: &Secret) -> Option<ServerCertificate> {
     Some(ServerCertificate {

@@ -502,3 +502,27 @@ fn pending_pod_names_the_clashing_port_and_its_holder() {
         None
     );
 }
+
+#[test]
+fn pods_refused_by_the_apiserver_are_reported_with_its_message() {
+    use super::reconcile::{condition, pods_created_condition};
+    let refused: Deployment = serde_json::from_value(json!({
+        "status": {"conditions": [
+            {"type": "Available", "status": "False"},
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+             "message": "pods \"policy-server-x-1\" is forbidden: violates PodSecurity \"restricted:latest\": host namespaces (hostNetwork=true)"}
+        ]}
+    }))
+    .expect("deployment");
+    let reported = pods_created_condition(&refused);
+    assert_eq!(reported.type_, condition::PODS_CREATED);
+    assert!(!reported.status);
+    assert!(reported.message.contains("violates PodSecurity"));
+
+    let healthy: Deployment = serde_json::from_value(json!({
+        "status": {"conditions": [{"type": "ReplicaFailure", "status": "False"}]}
+    }))
+    .expect("deployment");
+    assert!(pods_created_condition(&healthy).status);
+    assert!(pods_created_condition(&Deployment::default()).status);
+}
