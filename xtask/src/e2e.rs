@@ -74,25 +74,28 @@ pub fn stack_dir(binaries: &Binaries) -> Result<PathBuf> {
     binaries.common_dir(&STACK)
 }
 
-/// `cargo xtask e2e`: builds the stack and the scenarios, and runs them.
-pub fn run() -> Result<()> {
-    let stack = build_stack(&[], false)?;
+/// The stack's binaries' directory and the scenarios' test executable, built (with the real
+/// node's Go binaries beside them when `real_node`).
+fn build_stack_and_scenarios(real_node: bool) -> Result<(PathBuf, PathBuf)> {
+    let stack = build_stack(&[], real_node)?;
     let scenarios = cargo::build_tests(
         "compiling the end-to-end scenarios",
         &["-p", "e2e", "--test", "e2e"],
     )?;
-    run_scenarios(&stack_dir(&stack)?, scenarios.test("e2e")?)
+    Ok((stack_dir(&stack)?, scenarios.test("e2e")?.to_path_buf()))
+}
+
+/// `cargo xtask e2e`: builds the stack and the scenarios, and runs them.
+pub fn run() -> Result<()> {
+    let (stack, scenarios) = build_stack_and_scenarios(false)?;
+    run_scenarios(&stack, &scenarios)
 }
 
 /// `cargo xtask e2e --real-node`: builds the stack and the scenarios, then runs them on the
 /// real node with the images and charts.
 pub fn run_real_node() -> Result<()> {
-    let stack = build_stack(&[], true)?;
-    let scenarios = cargo::build_tests(
-        "compiling the end-to-end scenarios",
-        &["-p", "e2e", "--test", "e2e"],
-    )?;
-    crate::e2e_real_node::run(&stack_dir(&stack)?, scenarios.test("e2e")?)
+    let (stack, scenarios) = build_stack_and_scenarios(true)?;
+    crate::e2e_real_node::run(&stack, &scenarios)
 }
 
 /// Runs the scenarios' test executable `scenarios` inside the cluster's network namespace (the

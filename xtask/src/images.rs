@@ -178,7 +178,14 @@ pub fn build_with_buildah(binaries: &Path, registry: &str, tag: &str) -> Result<
         )?;
         built.push(name);
     }
+    remove_intermediates();
     Ok(built)
+}
+
+/// The stages' working containers and the untagged images they hold.
+fn remove_intermediates() {
+    let _ = buildah_quietly(&["rm", "--all"]);
+    let _ = buildah_quietly(&["rmi", "--prune"]);
 }
 
 /// A build context holding only the binaries an image copies (hard links when possible: the
@@ -249,14 +256,12 @@ fn build_with_daemon(engine: Engine, registry: &str, tag: &str, push: bool) -> R
     Ok(())
 }
 
-/// Removes images from buildah's store, and the untagged layers of earlier builds.
+/// Removes images from buildah's store, with what only they used.
 pub fn remove_from_buildah(images: &[String]) {
     for image in images {
         let _ = buildah_quietly(&["rmi", image]);
     }
-    // Working containers of the builds' stages hold the untagged stage images.
-    let _ = buildah_quietly(&["rm", "--all"]);
-    let _ = buildah_quietly(&["rmi", "--prune"]);
+    remove_intermediates();
 }
 
 /// Whether buildah's store holds `image`.

@@ -154,18 +154,10 @@ pub fn build_node() -> Result<PathBuf> {
         )?;
     }
     if !out.join("coredns").is_file() {
-        run(
+        go_install(
             &format!("compiling CoreDNS {COREDNS_VERSION}"),
-            go(&version_dir())
-                .env("GOBIN", &out)
-                .env_remove("GOFLAGS")
-                .args([
-                    "install",
-                    "-trimpath",
-                    "-ldflags",
-                    "-s -w",
-                    &format!("github.com/coredns/coredns@{COREDNS_VERSION}"),
-                ]),
+            &format!("github.com/coredns/coredns@{COREDNS_VERSION}"),
+            &out,
         )?;
     }
     let source = crate::repo_root().join("xtask/assets/pause.c");
@@ -181,6 +173,26 @@ pub fn build_node() -> Result<PathBuf> {
         progress::elapsed(started.elapsed())
     ));
     Ok(out)
+}
+
+/// `go install package@version` into `out`, outside the wrapper module: kwok and CoreDNS follow
+/// newer k8s.io modules than the pinned control plane, so the wrapper's replace block must not
+/// apply to them.
+fn go_install(description: &str, package_at_version: &str, out: &Path) -> Result<()> {
+    run(
+        description,
+        go(&version_dir())
+            .env("GOBIN", out)
+            .env_remove("GOFLAGS")
+            .args([
+                "install",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                package_at_version,
+            ]),
+    )?;
+    Ok(())
 }
 
 /// Builds whatever is missing and returns the binary directory.
@@ -284,18 +296,10 @@ pub fn build() -> Result<PathBuf> {
             .arg(out.join("etcd"))
             .arg("go.etcd.io/etcd/server/v3"),
     )?;
-    // kwok follows newer k8s.io modules than the pinned control plane, so it is installed on
-    // its own, outside the wrapper's replace block.
-    run(
+    go_install(
         &format!("compiling kwok {KWOK_VERSION} (5/{total})"),
-        go(&version_dir())
-            .env("GOBIN", &out)
-            .env_remove("GOFLAGS")
-            .args([
-                "install",
-                "-trimpath",
-                &format!("sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
-            ]),
+        &format!("sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
+        &out,
     )?;
     write_kwok_stages()?;
     progress::say(&format!(

@@ -92,6 +92,9 @@ pub fn run(command: ClusterCommand) -> Result<()> {
             Ok(())
         }
         ClusterCommand::Up { nodes, real_node } => {
+            if real_node {
+                crate::preflight::require_real_node_tools()?;
+            }
             let nodes = nodes.unwrap_or(if real_node { 0 } else { 3 });
             up(&layout, nodes, real_node)
         }
