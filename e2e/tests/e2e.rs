@@ -447,7 +447,11 @@ async fn the_whole_journey() {
     step("the audit-scanner reports on pods that already exist");
     match mode {
         Mode::Local => audit(&apps, &default_ps, &monitor, &monitored).await,
-        Mode::Kind | Mode::RealNode => audit_with_cronjob(&apps, &monitor, &monitored).await,
+        Mode::Kind | Mode::RealNode => {
+            // The group's removal rolls the PolicyServer; the audit must meet the new pods only.
+            wait_rolled_out(&apps, &default_ps).await;
+            audit_with_cronjob(&apps, &monitor, &monitored).await
+        }
     }
 
     match mode {
@@ -471,6 +475,44 @@ async fn the_whole_journey() {
     drop(processes);
     other.cleanup().await;
     apps.cleanup().await;
+}
+
+/// Waits until the PolicyServer's pod template carries its current ConfigMap, every pod runs that
+/// template and is ready, and no pod of an older one is left.
+async fn wait_rolled_out(cluster: &TestCluster, policy_server: &str) {
+    use api_types::naming::labels::CONFIG_VERSION;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let name = format!("policy-server-{policy_server}");
+    wait_until(&format!("{name} rolled out"), WAIT, || async {
+        let config = config_maps.get(&name).await?.resource_version();
+        let deployment = deployments.get(&name).await?;
+        let template_config = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(CONFIG_VERSION))
+            .cloned();
+        if template_config != config {
+            return Ok(false);
+        }
+        let wanted = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let generation = deployment.metadata.generation;
+        Ok(deployment.status.is_some_and(|status| {
+            status.observed_generation == generation
+                && status.updated_replicas == Some(wanted)
+                && status.ready_replicas == Some(wanted)
+                && status.replicas == Some(wanted)
+        }))
+    })
+    .await
+    .expect("rolled out");
 }
 
 /// Kind mode: a Job from the chart's audit-scanner CronJob, then the monitored pod's report.

@@ -106,6 +106,7 @@ pub fn start(cluster: &ClusterLayout, bin: &Path) -> Result<()> {
         pki::kubeconfig(&pki_dir, server, "kube-proxy"),
     )?;
     network_settings()?;
+    prepare_cgroup_root()?;
 
     start_registry(cluster, &node)?;
     push_pause_image(bin)?;
@@ -302,6 +303,8 @@ state = "{state}"
   # Without CAP_SYS_RESOURCE (as in this sandbox and many CI containers) runc cannot lower a
   # process's OOM score below its parent's; kubelet asks -998 for sandboxes.
   restrict_oom_score_adj = {restrict_oom}
+  # Pod network namespaces below the node's state, not in the machine's /run/netns.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -369,6 +372,7 @@ fn start_kubelet(cluster: &ClusterLayout, node: &NodeLayout, bin: &Path) -> Resu
             r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
+cgroupRoot: /{CGROUP_ROOT}
 failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://{socket}
@@ -497,19 +501,20 @@ fn netns_resolv_conf() -> PathBuf {
 }
 
 /// Stops the node: kubelet first (so it restarts nothing), then every pod's processes, then
-/// containerd; unmounts what kubelet and containerd mounted and removes the pods' network
-/// namespaces. Safe to call when no node runs.
+/// containerd; unmounts what kubelet and containerd mounted (the pods' network namespaces
+/// too) and removes the node's cgroups. Touches nothing outside the node's own directory,
+/// cgroups and processes. Safe to call when no node runs.
 pub fn teardown(cluster: &ClusterLayout) {
     let node = NodeLayout::new(cluster);
     for name in ["kubelet", "kube-proxy", "coredns"] {
         stop(cluster, name);
     }
-    kill_pod_processes();
+    kill_pod_processes(&node);
     for name in ["containerd", "registry"] {
         stop(cluster, name);
     }
     unmount_below(&node.root);
-    remove_pod_netns(&node);
+    remove_cgroup_root();
     let _ = fs::remove_file(netns_resolv_conf());
 }
 
@@ -527,8 +532,78 @@ fn stop(cluster: &ClusterLayout, name: &str) {
     let _ = fs::remove_file(cluster.root.join("pids").join(name));
 }
 
-/// Processes in kubelet's pod cgroups (containers and their shims' children).
-fn kill_pod_processes() {
+/// Every pod of the node lives below this cgroup in each hierarchy, so that stopping the node
+/// touches nothing of another kubelet's on the machine.
+const CGROUP_ROOT: &str = "kubewarden-rs";
+
+/// Mount points of the machine's cgroup hierarchies (v1 and v2).
+fn cgroup_mounts() -> Vec<PathBuf> {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            let point = left.split(' ').nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+/// Creates [`CGROUP_ROOT`] in every hierarchy (kubelet requires its cgroup root to exist), with
+/// the parent's CPUs and memory nodes in cpuset (a new v1 cpuset starts with none) and the
+/// parent's controllers enabled below it on v2.
+fn prepare_cgroup_root() -> Result<()> {
+    for mount in cgroup_mounts() {
+        let dir = mount.join(CGROUP_ROOT);
+        fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        for inherited in ["cpuset.cpus", "cpuset.mems", "cgroup.subtree_control"] {
+            let (Ok(parent), Ok(own)) = (
+                fs::read_to_string(mount.join(inherited)),
+                fs::read_to_string(dir.join(inherited)),
+            ) else {
+                continue;
+            };
+            if !own.trim().is_empty() || parent.trim().is_empty() {
+                continue;
+            }
+            let value = if inherited == "cgroup.subtree_control" {
+                parent
+                    .split_whitespace()
+                    .map(|controller| format!("+{controller}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                parent.trim().to_string()
+            };
+            fs::write(dir.join(inherited), value)
+                .with_context(|| format!("writing {inherited} of {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes what is left of the node's cgroups once no process is in them, deepest first.
+fn remove_cgroup_root() {
+    fn remove_below(dir: &Path) {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_below(&entry.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(dir);
+    }
+    for mount in cgroup_mounts() {
+        remove_below(&mount.join(CGROUP_ROOT));
+    }
+}
+
+/// Processes in the node's pod cgroups (containers and their shims' children).
+fn kill_pod_processes(node: &NodeLayout) {
     let Ok(entries) = fs::read_dir("/proc") else {
         return;
     };
@@ -541,16 +616,20 @@ fn kill_pod_processes() {
             continue;
         };
         let in_pod = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .is_ok_and(|cgroups| cgroups.contains("/kubepods"));
+            .is_ok_and(|cgroups| cgroups.contains(&format!("/{CGROUP_ROOT}/")));
         if in_pod {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
     }
-    // containerd's shims outlive containerd; they belong to the node too.
+    // containerd's shims outlive containerd; this node's are those given its socket.
     let _ = Command::new("pkill")
-        .args(["-KILL", "-f", "containerd-shim-runc-v2 -namespace k8s.io"])
+        .args(["-KILL", "-f"])
+        .arg(format!(
+            "containerd-shim-runc-v2 .*-address {}",
+            display(&node.containerd_socket())
+        ))
         .status();
 }
 
@@ -560,30 +639,14 @@ fn unmount_below(root: &Path) {
         return;
     };
     let root = display(root);
+    let below = format!("{root}/");
     let mut points: Vec<&str> = mounts
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .filter(|point| point.starts_with(&root))
+        .filter(|point| *point == root || point.starts_with(&below))
         .collect();
     points.sort_by_key(|point| std::cmp::Reverse(point.len()));
     for point in points {
         let _ = Command::new("umount").args(["-l", point]).status();
-    }
-}
-
-/// The pods' network namespaces (`/run/netns/cni-*`), which the CNI plugins made for this node.
-fn remove_pod_netns(node: &NodeLayout) {
-    if !node.root.exists() {
-        return;
-    }
-    let Ok(entries) = fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with("cni-") {
-            let _ = Command::new("umount").arg(entry.path()).status();
-            let _ = fs::remove_file(entry.path());
-        }
     }
 }
