@@ -72,6 +72,15 @@ pub fn start(cluster: &ClusterLayout, bin: &Path) -> Result<()> {
     let node = NodeLayout::new(cluster);
     // A previous node's state (containers, volumes) does not belong to the new cluster.
     teardown(cluster);
+    // Never delete through a mount point: a hostPath volume may be bound there.
+    let left = mount_points_below(&node.root);
+    if !left.is_empty() {
+        bail!(
+            "cannot clear {}: still mounted there: {}",
+            node.root.display(),
+            left.join(", ")
+        );
+    }
     let _ = fs::remove_dir_all(&node.root);
     for dir in [
         "containerd",
@@ -516,6 +525,9 @@ pub fn teardown(cluster: &ClusterLayout) {
     unmount_below(&node.root);
     remove_cgroup_root();
     let _ = fs::remove_file(netns_resolv_conf());
+    // What `is_configured` reads: a cluster started later without a real node has none. The
+    // rest stays until the next start, which removes it once nothing is mounted there.
+    let _ = fs::remove_file(node.path("kubelet/config.yaml"));
 }
 
 fn stop(cluster: &ClusterLayout, name: &str) {
@@ -633,20 +645,26 @@ fn kill_pod_processes(node: &NodeLayout) {
         .status();
 }
 
-/// Unmounts every mount point below `root`, deepest first.
-fn unmount_below(root: &Path) {
+/// Mount points at or below `root`, deepest first.
+fn mount_points_below(root: &Path) -> Vec<String> {
     let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
+        return Vec::new();
     };
     let root = display(root);
     let below = format!("{root}/");
-    let mut points: Vec<&str> = mounts
+    let mut points: Vec<String> = mounts
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .filter(|point| *point == root || point.starts_with(&below))
+        .map(str::to_string)
         .collect();
     points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    for point in points {
-        let _ = Command::new("umount").args(["-l", point]).status();
+    points
+}
+
+/// Unmounts every mount point below `root`, deepest first.
+fn unmount_below(root: &Path) {
+    for point in mount_points_below(root) {
+        let _ = Command::new("umount").args(["-l", &point]).status();
     }
 }
