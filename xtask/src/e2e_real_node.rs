@@ -5,7 +5,7 @@
 //! and the PolicyServers in host network mode.
 //! `helm uninstall` must then leave no webhook configuration behind.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,26 +30,13 @@ fn in_netns(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
-struct Kubectl {
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = in_netns("kubectl");
-        command
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(args);
-        command
-    }
-
-    fn output(&self, args: &[&str]) -> Option<String> {
-        let output = self.command(args).stderr(Stdio::null()).output().ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-    }
+/// kubectl on the cluster, its output shown (a step); [`cluster::kubectl`] captures it.
+fn kubectl(layout: &ClusterLayout, args: &[&str]) -> Command {
+    let mut command = in_netns("kubectl");
+    command
+        .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+        .args(args);
+    command
 }
 
 /// A plain HTTP server for the fixture modules, on the node's address; stopped on drop.
@@ -169,9 +156,6 @@ fn install_and_run(
     }
     // The registry holds them now; a tag per run would otherwise pile up in buildah's store.
     images::remove_from_buildah(&built);
-    let kubectl = Kubectl {
-        kubeconfig: layout.kubeconfig(),
-    };
     let root = crate::repo_root();
     let helm_install = |release: &str, chart: &str, values: &[String]| {
         let mut command = in_netns(helm);
@@ -225,7 +209,7 @@ fn install_and_run(
             std::fs::write(&manifest, fixture_manifest())?;
             step(
                 "the fixture Service",
-                &mut kubectl.command(&["apply", "-f", &manifest.display().to_string()]),
+                &mut kubectl(layout, &["apply", "-f", &manifest.display().to_string()]),
             )?;
         }
         step(
@@ -243,26 +227,32 @@ fn install_and_run(
         if host_network {
             step(
                 "the controller moves the default PolicyServer to the host network",
-                &mut kubectl.command(&[
-                    "-n",
-                    NAMESPACE,
-                    "wait",
-                    "deployment/policy-server-default",
-                    "--for=jsonpath={.spec.template.spec.hostNetwork}=true",
-                    "--timeout=120s",
-                ]),
+                &mut kubectl(
+                    layout,
+                    &[
+                        "-n",
+                        NAMESPACE,
+                        "wait",
+                        "deployment/policy-server-default",
+                        "--for=jsonpath={.spec.template.spec.hostNetwork}=true",
+                        "--timeout=120s",
+                    ],
+                ),
             )?;
         }
         step(
             "the default PolicyServer becomes ready",
-            &mut kubectl.command(&[
-                "-n",
-                NAMESPACE,
-                "rollout",
-                "status",
-                "deployment/policy-server-default",
-                "--timeout=300s",
-            ]),
+            &mut kubectl(
+                layout,
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "rollout",
+                    "status",
+                    "deployment/policy-server-default",
+                    "--timeout=300s",
+                ],
+            ),
         )?;
         println!("==> scenarios, {network} (logs in {})", logs.display());
         cluster::exec(
@@ -293,14 +283,16 @@ fn install_and_run(
                 .arg(release),
         )?;
     }
-    let left = kubectl
-        .output(&[
+    let left = cluster::kubectl(
+        layout,
+        &[
             "get",
             "validatingwebhookconfigurations,mutatingwebhookconfigurations",
             "-o",
             "name",
-        ])
-        .unwrap_or_default();
+        ],
+    )
+    .unwrap_or_default();
     let left: Vec<&str> = left
         .lines()
         .filter(|name| {
@@ -322,9 +314,6 @@ fn install_and_run(
 /// Every pod's logs (all containers, and the previous run of restarted ones), the objects,
 /// events and the node's and control plane's own logs.
 fn save_state(layout: &ClusterLayout, logs: &Path) {
-    let kubectl = Kubectl {
-        kubeconfig: layout.kubeconfig(),
-    };
     let kinds = "policyservers,clusteradmissionpolicies,admissionpolicies,deployments,replicasets,pods,services,endpointslices,jobs,cronjobs,validatingwebhookconfigurations,mutatingwebhookconfigurations,nodes";
     for (file, args) in [
         ("objects.yaml", vec!["get", kinds, "-A", "-o", "yaml"]),
@@ -334,19 +323,21 @@ fn save_state(layout: &ClusterLayout, logs: &Path) {
         ),
         ("pods.txt", vec!["get", "pods", "-A", "-o", "wide"]),
     ] {
-        if let Some(output) = kubectl.output(&args) {
+        if let Some(output) = cluster::kubectl(layout, &args) {
             let _ = std::fs::write(logs.join(file), output);
         }
     }
-    let pods = kubectl
-        .output(&[
+    let pods = cluster::kubectl(
+        layout,
+        &[
             "get",
             "pods",
             "-A",
             "-o",
             "jsonpath={range .items[*]}{.metadata.namespace}{\" \"}{.metadata.name}{\"\\n\"}{end}",
-        ])
-        .unwrap_or_default();
+        ],
+    )
+    .unwrap_or_default();
     let pod_logs = logs.join("pods");
     let _ = std::fs::create_dir_all(&pod_logs);
     for line in pods.lines() {
@@ -358,7 +349,7 @@ fn save_state(layout: &ClusterLayout, logs: &Path) {
             if previous {
                 args.push("--previous");
             }
-            if let Some(output) = kubectl.output(&args) {
+            if let Some(output) = cluster::kubectl(layout, &args) {
                 let _ = std::fs::write(
                     pod_logs.join(format!("{namespace}_{pod}{suffix}.log")),
                     output,

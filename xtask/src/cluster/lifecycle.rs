@@ -136,7 +136,7 @@ fn create_netns() -> Result<()> {
 }
 
 /// Runs a command inside the namespace and returns its stdout, or `None` if it failed.
-fn in_netns_output(program: &str, args: &[&str]) -> Option<String> {
+pub(super) fn in_netns_output(program: &str, args: &[&str]) -> Option<String> {
     let output = Command::new("ip")
         .args(["netns", "exec", NETNS, program])
         .args(args)
@@ -149,7 +149,8 @@ fn in_netns_output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-pub(super) fn kubectl(layout: &ClusterLayout, args: &[&str]) -> Option<String> {
+/// kubectl on the cluster inside the namespace; its output, or `None` if it failed.
+pub fn kubectl(layout: &ClusterLayout, args: &[&str]) -> Option<String> {
     let kubeconfig = format!("--kubeconfig={}", layout.kubeconfig().display());
     let mut all = vec![kubeconfig.as_str()];
     all.extend_from_slice(args);

@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::lifecycle::{
-    ADVERTISE_ADDRESS, ClusterLayout, is_running, kubectl, pid_of, signal_group, spawn_command,
-    wait_for,
+    ADVERTISE_ADDRESS, ClusterLayout, in_netns_output, is_running, kubectl, pid_of, signal_group,
+    spawn_command, wait_for,
 };
 use super::{NETNS, pki};
 use crate::images;
@@ -229,16 +229,9 @@ fn start_registry(cluster: &ClusterLayout, node: &NodeLayout) -> Result<()> {
             .arg(&config),
     )?;
     wait_for("registry", Duration::from_secs(20), || {
-        super::lifecycle::component_failed(cluster, "registry").is_none() && registry_answers()
+        super::lifecycle::component_failed(cluster, "registry").is_none()
+            && in_netns_output("curl", &["-sf", &format!("http://{REGISTRY}/v2/")]).is_some()
     })
-}
-
-fn registry_answers() -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", NETNS, "curl", "-sf"])
-        .arg(format!("http://{REGISTRY}/v2/"))
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Builds the pause image (a static binary from `pause.c`, nothing else) and pushes it.
@@ -496,11 +489,8 @@ ports:
     })?;
     wait_for("CoreDNS answering", Duration::from_secs(60), || {
         super::lifecycle::component_failed(cluster, "coredns").is_none()
-            && Command::new("ip")
-                .args(["netns", "exec", NETNS, "getent", "hosts"])
-                .arg("kubernetes.default.svc.cluster.local")
-                .output()
-                .is_ok_and(|o| o.status.success())
+            && in_netns_output("getent", &["hosts", "kubernetes.default.svc.cluster.local"])
+                .is_some()
     })
 }
 
