@@ -10,6 +10,7 @@
 //! with the controller in host network mode.
 
 mod local;
+pub mod tls_probe;
 
 pub use local::{LocalPolicyServers, Processes, start_controller};
 
@@ -47,6 +48,13 @@ impl Mode {
 /// (`KUBEWARDEN_E2E_HOST_NETWORK=true`; local mode always runs it so).
 pub fn host_network_mode() -> bool {
     std::env::var("KUBEWARDEN_E2E_HOST_NETWORK").is_ok_and(|v| v == "true")
+}
+
+/// Whether the charts installed the controller with `mTLS.enable`
+/// (`KUBEWARDEN_E2E_MTLS=true`): the apiserver and the audit-scanner must present client
+/// certificates to policy-servers.
+pub fn mtls_mode() -> bool {
+    std::env::var("KUBEWARDEN_E2E_MTLS").is_ok_and(|v| v == "true")
 }
 
 /// The policy-server image of the PolicyServers the scenarios create

@@ -280,6 +280,10 @@ async fn the_whole_journey() {
     )
     .await;
     create_pod_until(&pods, json!({"app": "fine"}), None).await;
+    if e2e::mtls_mode() {
+        // The verdicts above came through the apiserver's webhook client certificate.
+        mutual_tls(&apps, &default_ps).await;
+    }
 
     step("monitor mode lets the request through and logs the decision");
     let monitor = unique_name("e2e-monitor");
@@ -513,6 +517,67 @@ async fn wait_rolled_out(cluster: &TestCluster, policy_server: &str) {
     })
     .await
     .expect("rolled out");
+}
+
+/// mTLS mode: the policy-server turns away a client without a certificate and serves one
+/// presenting the audit-scanner's (which the controller issued from kubewarden-ca).
+async fn mutual_tls(cluster: &TestCluster, policy_server: &str) {
+    use e2e::tls_probe::{ClientIdentity, get_status_line};
+    use k8s_openapi::api::core::v1::Service;
+    step("mTLS: the policy-server refuses clients without a certificate");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let data = |secret: Secret, key: &str| -> Vec<u8> {
+        secret
+            .data
+            .and_then(|d| d.get(key).cloned())
+            .map(|b| b.0)
+            .unwrap_or_default()
+    };
+    let ca = data(
+        secrets.get("kubewarden-ca").await.expect("CA secret"),
+        "ca.crt",
+    );
+    let service_name = format!("policy-server-{policy_server}");
+    let ip = services
+        .get(&service_name)
+        .await
+        .expect("the policy-server Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a cluster IP");
+    let address: std::net::SocketAddr = format!("{ip}:443").parse().expect("address");
+    let server_name = format!("{service_name}.{NAMESPACE}.svc");
+    let refused = tokio::task::spawn_blocking({
+        let (ca, server_name) = (ca.clone(), server_name.clone());
+        move || get_status_line(address, &server_name, &ca, None)
+    })
+    .await
+    .expect("probe");
+    let refusal = format!(
+        "{:#}",
+        refused.expect_err("a client without a certificate is refused")
+    );
+    assert!(refusal.to_lowercase().contains("certificate"), "{refusal}");
+    let client_secret = "kubewarden-audit-scanner-client-cert";
+    wait_until("the audit-scanner's client certificate", WAIT, || async {
+        Ok(secrets.get_opt(client_secret).await?.is_some())
+    })
+    .await
+    .expect("the controller issues it");
+    let client = secrets.get(client_secret).await.expect("client secret");
+    let (cert, key) = (data(client.clone(), "tls.crt"), data(client, "tls.key"));
+    let status = tokio::task::spawn_blocking(move || {
+        let identity = ClientIdentity {
+            cert_pem: &cert,
+            key_pem: &key,
+        };
+        get_status_line(address, &server_name, &ca, Some(identity))
+    })
+    .await
+    .expect("probe")
+    .expect("the audit-scanner's certificate is accepted");
+    assert!(status.starts_with("HTTP/1.1 "), "{status}");
 }
 
 /// Kind mode: a Job from the chart's audit-scanner CronJob, then the monitored pod's report.

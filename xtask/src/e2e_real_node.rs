@@ -1,8 +1,8 @@
 //! `cargo xtask e2e --real-node`: the stack as users run it. The images are built from the
 //! Dockerfiles (buildah, binaries from cargo), pushed to the node's registry, the three charts
 //! are installed with helm on the local control plane's real node (kubelet + containerd), and
-//! the end-to-end scenarios run against those pods: on the pod network, then with the controller
-//! and the PolicyServers in host network mode.
+//! the end-to-end scenarios run against those pods: on the pod network with the chart's mTLS
+//! mode, then with the controller and the PolicyServers in host network mode.
 //! `helm uninstall` must then leave no webhook configuration behind.
 
 use std::path::Path;
@@ -22,6 +22,9 @@ use crate::test::run_step as step;
 const FIXTURE_SERVICE: &str = "e2e-fixtures";
 const FIXTURE_PORT: u16 = 8090;
 const NAMESPACE: &str = "kubewarden";
+/// ConfigMap (key `client-ca.crt`) the chart's `mTLS.configMapName` names: the cluster CA, which
+/// signed the apiserver's webhook client certificate (see `pki::webhook_admission_config`).
+const CLIENT_CA_CONFIGMAP: &str = "e2e-client-ca";
 
 /// A command inside the cluster's network namespace, where the apiserver and registry are.
 fn in_netns(program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -96,6 +99,13 @@ ports:
     )
 }
 
+fn client_ca_manifest(ca_pem: &str) -> String {
+    let indented: String = ca_pem.lines().map(|line| format!("    {line}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {CLIENT_CA_CONFIGMAP}\n  namespace: {NAMESPACE}\ndata:\n  client-ca.crt: |\n{indented}"
+    )
+}
+
 /// Runs the scenarios on the real node with the stack's binaries in `bin` (debug or release,
 /// whatever cargo built) and the scenarios' test executable.
 pub fn run(bin: &Path, scenarios: &Path) -> Result<()> {
@@ -111,6 +121,13 @@ pub fn run(bin: &Path, scenarios: &Path) -> Result<()> {
         bail!(
             "the local cluster runs without a real node; stop it with `cargo xtask cluster down` \
              (the real-node e2e starts one with --real-node)"
+        );
+    }
+    if already_up && !cluster::apiserver_has_webhook_client_cert(&layout) {
+        bail!(
+            "the local cluster's apiserver presents no client certificate to webhooks (it was \
+             started by an older xtask), so the mTLS pass cannot run; restart it with \
+             `cargo xtask cluster down` and `cargo xtask cluster up --real-node`"
         );
     }
     if !already_up {
@@ -177,19 +194,33 @@ fn install_and_run(
     )?;
     let _fixtures = FixtureServer::start(logs)?;
     let fixture_base = format!("http://{FIXTURE_SERVICE}.{NAMESPACE}.svc");
-    // The journey twice: on the pod network (the charts' defaults), then with the controller
-    // and every PolicyServer in host network mode.
+    // The namespace exists now (helm made it): the client CA the mTLS pass names.
+    let ca_pem = std::fs::read_to_string(layout.pki().join("ca.crt"))?;
+    let client_ca = logs.join("client-ca.yaml");
+    std::fs::write(&client_ca, client_ca_manifest(&ca_pem))?;
+    step(
+        "the client CA ConfigMap for mTLS",
+        &mut kubectl(layout, &["apply", "-f", &client_ca.display().to_string()]),
+    )?;
+    // The journey twice: on the pod network with the chart's mTLS mode (the apiserver and the
+    // audit-scanner present client certificates), then with the controller and every
+    // PolicyServer in host network mode, without mTLS.
     for host_network in [false, true] {
+        let mtls = !host_network;
         let network = if host_network {
             "host network mode"
         } else {
-            "pod network"
+            "pod network, mTLS"
         };
         let mut controller_values = vec![
             registry.clone(),
             format!("image.tag={tag}"),
             format!("hostNetwork={host_network}"),
+            format!("mTLS.enable={mtls}"),
         ];
+        if mtls {
+            controller_values.push(format!("mTLS.configMapName={CLIENT_CA_CONFIGMAP}"));
+        }
         if host_network {
             // One node: the controller's health port must not be the PolicyServers'
             // readiness port 8081 (upstream's host network guide says the same).
@@ -204,7 +235,6 @@ fn install_and_run(
             ),
         )?;
         if !host_network {
-            // The namespace exists now (helm made it).
             let manifest = logs.join("fixtures.yaml");
             std::fs::write(&manifest, fixture_manifest())?;
             step(
@@ -261,6 +291,7 @@ fn install_and_run(
                 "env".to_string(),
                 "KUBEWARDEN_E2E_MODE=real-node".to_string(),
                 format!("KUBEWARDEN_E2E_HOST_NETWORK={host_network}"),
+                format!("KUBEWARDEN_E2E_MTLS={mtls}"),
                 format!("KUBEWARDEN_E2E_FIXTURE_BASE={fixture_base}"),
                 format!(
                     "KUBEWARDEN_E2E_POLICY_SERVER_IMAGE={REGISTRY}/kubewarden-rs/policy-server:{tag}"

@@ -25,6 +25,11 @@ pub const CA_SECRET_NAME: &str = "kubewarden-ca";
 pub const CA_CERT_KEY: &str = "ca.crt";
 pub const CA_KEY_KEY: &str = "ca.key";
 pub const OLD_CA_CERT_KEY: &str = "old-ca.crt";
+/// Secret (type `kubernetes.io/tls`) with the client certificate the audit-scanner presents to
+/// policy-servers in mTLS mode, signed by the CA in [`CA_SECRET_NAME`] (upstream's chart name).
+pub const AUDIT_SCANNER_CLIENT_CERT_SECRET_NAME: &str = "kubewarden-audit-scanner-client-cert";
+/// Common name of the audit-scanner's client certificate (upstream's).
+pub const AUDIT_SCANNER_CLIENT_COMMON_NAME: &str = "audit-scanner-client";
 /// Keys of a policy-server certificate Secret.
 pub const TLS_CERT_KEY: &str = "tls.crt";
 pub const TLS_KEY_KEY: &str = "tls.key";

@@ -13,8 +13,8 @@ use x509_parser::extensions::GeneralName;
 pub const CA_COMMON_NAME: &str = "kubewarden-controller-ca";
 /// Lifetime of a CA the controller creates.
 pub const CA_VALIDITY: Duration = Duration::days(3650);
-/// Lifetime of a policy-server serving certificate.
-pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
+/// Lifetime of a certificate the CA issues (policy-server serving, audit-scanner client).
+pub const LEAF_CERT_VALIDITY: Duration = Duration::days(365);
 /// Certificates are replaced this long before they expire, so a rotation never races expiry.
 pub const RENEW_BEFORE: Duration = Duration::days(60);
 /// Tolerated clock skew between the controller and the apiserver for `notBefore`.
@@ -46,9 +46,9 @@ impl std::fmt::Debug for CertificateAuthority {
     }
 }
 
-/// A serving certificate and its key, both PEM.
+/// A certificate the CA issued and its key, both PEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerCertificate {
+pub struct IssuedCertificate {
     pub cert_pem: String,
     pub key_pem: String,
 }
@@ -114,13 +114,12 @@ impl CertificateAuthority {
     }
 
     /// Issues an ECDSA P-256 serving certificate for `dns_name`, valid from `now` for
-    /// [`SERVER_CERT_VALIDITY`] (never beyond the CA itself).
+    /// [`LEAF_CERT_VALIDITY`] (never beyond the CA itself).
     pub fn issue_server_certificate(
         &self,
         dns_name: &str,
         now: OffsetDateTime,
-    ) -> Result<ServerCertificate, CertError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    ) -> Result<IssuedCertificate, CertError> {
         let mut params = CertificateParams::new(vec![dns_name.to_string()])?;
         params.distinguished_name.push(DnType::CommonName, dns_name);
         params.key_usages = vec![
@@ -128,11 +127,36 @@ impl CertificateAuthority {
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(params, now)
+    }
+
+    /// Issues an ECDSA P-256 client certificate for `common_name` (as upstream's chart does for
+    /// the audit-scanner), valid from `now` for [`LEAF_CERT_VALIDITY`].
+    pub fn issue_client_certificate(
+        &self,
+        common_name: &str,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, CertError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params, now)
+    }
+
+    fn issue(
+        &self,
+        mut params: CertificateParams,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - CLOCK_SKEW;
-        params.not_after = (now + SERVER_CERT_VALIDITY).min(self.not_after);
+        params.not_after = (now + LEAF_CERT_VALIDITY).min(self.not_after);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(ServerCertificate {
+        Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
@@ -142,9 +166,39 @@ impl CertificateAuthority {
     /// names `dns_name`, matches `key_pem` and stays valid for [`RENEW_BEFORE`] after `now`.
     pub fn server_certificate_problem(
         &self,
-        cert: &ServerCertificate,
+        cert: &IssuedCertificate,
         dns_name: &str,
         now: OffsetDateTime,
+    ) -> Option<String> {
+        self.certificate_problem(cert, now, |parsed| {
+            (!names_dns(parsed, dns_name))
+                .then(|| format!("the certificate does not name {dns_name}"))
+        })
+    }
+
+    /// Why `cert` can no longer authenticate `common_name` as a client, or `None` when it is
+    /// signed by this CA, has that common name, matches its key and stays valid for
+    /// [`RENEW_BEFORE`] after `now`.
+    pub fn client_certificate_problem(
+        &self,
+        cert: &IssuedCertificate,
+        common_name: &str,
+        now: OffsetDateTime,
+    ) -> Option<String> {
+        self.certificate_problem(cert, now, |parsed| {
+            let named = parsed
+                .subject()
+                .iter_common_name()
+                .any(|cn| cn.as_str().is_ok_and(|cn| cn == common_name));
+            (!named).then(|| format!("the certificate's common name is not {common_name}"))
+        })
+    }
+
+    fn certificate_problem(
+        &self,
+        cert: &IssuedCertificate,
+        now: OffsetDateTime,
+        name_problem: impl FnOnce(&X509Certificate<'_>) -> Option<String>,
     ) -> Option<String> {
         let key = match KeyPair::from_pem(&cert.key_pem) {
             Ok(key) => key,
@@ -155,8 +209,8 @@ impl CertificateAuthority {
             if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
                 return Some("the certificate does not belong to the stored key".to_string());
             }
-            if !names_dns(parsed, dns_name) {
-                return Some(format!("the certificate does not name {dns_name}"));
+            if let Some(problem) = name_problem(parsed) {
+                return Some(problem);
             }
             match not_after(parsed) {
                 Ok(expiry) if expiry <= now + RENEW_BEFORE => {
@@ -271,25 +325,69 @@ mod tests {
                 .contains("not signed by the current CA")
         );
 
-        let later = now() + SERVER_CERT_VALIDITY - Duration::days(59);
+        let later = now() + LEAF_CERT_VALIDITY - Duration::days(59);
         let expiring = ca.server_certificate_problem(&cert, DNS, later);
         assert!(expiring.expect("problem").contains("expires"));
 
         let other = ca.issue_server_certificate(DNS, now()).expect("cert");
-        let mismatched = ServerCertificate {
+        let mismatched = IssuedCertificate {
             cert_pem: cert.cert_pem.clone(),
             key_pem: other.key_pem,
         };
         let problem = ca.server_certificate_problem(&mismatched, DNS, now());
         assert!(problem.expect("problem").contains("stored key"));
 
-        let garbage = ServerCertificate {
+        let garbage = IssuedCertificate {
             cert_pem: "not a certificate".into(),
             key_pem: cert.key_pem.clone(),
         };
         assert!(
             ca.server_certificate_problem(&garbage, DNS, now())
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn client_certificate_is_accepted_by_a_policy_server_trusting_the_ca() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, UnixTime};
+        let ca = CertificateAuthority::generate(now()).expect("CA");
+        let cert = ca
+            .issue_client_certificate("audit-scanner-client", now())
+            .expect("cert");
+        assert_eq!(
+            ca.client_certificate_problem(&cert, "audit-scanner-client", now()),
+            None
+        );
+        let wrong_name = ca.client_certificate_problem(&cert, "someone-else", now());
+        assert!(wrong_name.expect("problem").contains("common name"));
+        let other_ca = CertificateAuthority::generate(now()).expect("CA");
+        let wrong_ca = other_ca.client_certificate_problem(&cert, "audit-scanner-client", now());
+        assert!(wrong_ca.expect("problem").contains("not signed"));
+
+        // The verifier the policy-server uses for `--client-ca-file`.
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("CA PEM"))
+            .expect("root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let leaf = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("leaf PEM");
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            now().unix_timestamp().unsigned_abs(),
+        ));
+        verifier
+            .verify_client_cert(&leaf, &[], at)
+            .expect("a client certificate the policy-server accepts");
+        let server = ca.issue_server_certificate(DNS, now()).expect("cert");
+        let server = CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).expect("PEM");
+        assert!(
+            verifier.verify_client_cert(&server, &[], at).is_err(),
+            "a serving certificate is not a client certificate"
         );
     }
 

@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 
 use crate::backoff::watch_backoff;
 use crate::ca::{self, Rotation, RotationSignal};
+use crate::client_cert;
 use crate::context::Context;
 use crate::error::Error;
 use crate::policy::{Policy, policy_server_of};
@@ -275,11 +276,13 @@ async fn policy_controller<P: Policy>(ctx: Arc<Context>, rotation: &RotationSign
     log_results(name, results).await;
 }
 
-/// Checks the CA now and then every [`CERT_CHECK_INTERVAL`]; a rotation makes every controller
-/// reconcile everything, re-issuing certificates and rewriting caBundles.
+/// Checks the CA and the audit-scanner's client certificate now and then every
+/// [`CERT_CHECK_INTERVAL`]; a CA rotation makes every controller reconcile everything,
+/// re-issuing certificates and rewriting caBundles.
 async fn certificate_rotation(ctx: Arc<Context>, rotation: Arc<RotationSignal>) {
     loop {
-        match ca::rotate_if_needed(&ctx, OffsetDateTime::now_utc()).await {
+        let now = OffsetDateTime::now_utc();
+        match ca::rotate_if_needed(&ctx, now).await {
             Ok(Rotation::Unchanged) => {}
             Ok(outcome) => {
                 tracing::info!(
@@ -289,6 +292,9 @@ async fn certificate_rotation(ctx: Arc<Context>, rotation: Arc<RotationSignal>) 
                 rotation.notify();
             }
             Err(err) => tracing::warn!(error = %err, "cannot check the CA"),
+        }
+        if let Err(err) = client_cert::ensure(&ctx, now).await {
+            tracing::warn!(error = %err, "cannot check the audit-scanner's client certificate");
         }
         tokio::time::sleep(CERT_CHECK_INTERVAL).await;
     }

@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod ca;
 pub mod certs;
+pub mod client_cert;
 pub mod conditions;
 pub mod context;
 pub mod controllers;

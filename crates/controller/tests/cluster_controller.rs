@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use kubewarden_controller::certs::{CertificateAuthority, ServerCertificate};
+use kubewarden_controller::certs::{CertificateAuthority, IssuedCertificate};
 use kubewarden_controller::{Metrics, Options, OwnPorts};
 use serde_json::{Value, json};
 use test_cluster::{TestCluster, unique_name, wait_until};
@@ -251,7 +251,7 @@ async fn lifecycle(cluster: &TestCluster, expiring_ca: &str) {
         let Some(tls) = secrets.get_opt(&resource).await? else {
             return Ok(false);
         };
-        let served = ServerCertificate {
+        let served = IssuedCertificate {
             cert_pem: text(&tls, "tls.crt"),
             key_pem: text(&tls, "tls.key"),
         };
@@ -268,6 +268,31 @@ async fn lifecycle(cluster: &TestCluster, expiring_ca: &str) {
         .await
         .expect("CA secret");
     assert_eq!(text(&ca_secret, "old-ca.crt"), expiring_ca);
+
+    // The audit-scanner's client certificate for mTLS comes from the renewed CA too.
+    wait_until("the audit-scanner's client certificate", WAIT, || async {
+        let ca_secret = secrets.get(naming::CA_SECRET_NAME).await?;
+        let ca = CertificateAuthority::from_pem(
+            &text(&ca_secret, "ca.crt"),
+            &text(&ca_secret, "ca.key"),
+        )?;
+        let Some(client) = secrets
+            .get_opt(naming::AUDIT_SCANNER_CLIENT_CERT_SECRET_NAME)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let cert = IssuedCertificate {
+            cert_pem: text(&client, "tls.crt"),
+            key_pem: text(&client, "tls.key"),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        Ok(ca
+            .client_certificate_problem(&cert, naming::AUDIT_SCANNER_CLIENT_COMMON_NAME, now)
+            .is_none())
+    })
+    .await
+    .expect("the renewed CA signs the audit-scanner's client certificate");
 
     // A deleted child comes back at once (the controller watches its children).
     secrets

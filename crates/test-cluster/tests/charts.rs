@@ -148,6 +148,56 @@ fn controller_host_network() {
 }
 
 #[test]
+fn controller_mtls() {
+    let Some(helm) = helm::helm("controller_mtls") else {
+        return;
+    };
+    let objects = render(
+        &helm,
+        "controller-mtls",
+        "kubewarden-controller",
+        "kubewarden-controller",
+        &[
+            "--set",
+            "mTLS.enable=true",
+            "--set",
+            "mTLS.configMapName=client-ca",
+        ],
+    );
+    let pod = controller_pod(&objects);
+    assert!(args(pod).contains(&"--client-ca-configmap-name=client-ca".to_string()));
+    // The audit-scanner presents the client certificate the controller issues from
+    // kubewarden-ca, which every policy-server in mTLS mode trusts.
+    let cron = find(&objects, "CronJob", "audit-scanner").expect("audit-scanner CronJob");
+    let job = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let scanner_args = args(job);
+    for arg in [
+        "--client-cert=/client-cert/tls.crt",
+        "--client-key=/client-cert/tls.key",
+    ] {
+        assert!(scanner_args.contains(&arg.to_string()), "{scanner_args:?}");
+    }
+    let volumes = job["volumes"].to_string();
+    assert!(
+        volumes.contains("kubewarden-audit-scanner-client-cert"),
+        "{volumes}"
+    );
+
+    let refused = helm::template(
+        &helm,
+        "kubewarden-controller",
+        "k",
+        NAMESPACE,
+        &["--set", "mTLS.enable=true"],
+    )
+    .expect_err("mTLS needs the client CA ConfigMap");
+    assert!(
+        refused.to_string().contains("mTLS.configMapName"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn seed_affinity_values() {
     let Some(helm) = helm::helm("seed_affinity_values") else {
         return;

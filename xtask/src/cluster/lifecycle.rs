@@ -218,6 +218,17 @@ pub(super) fn pid_of(layout: &ClusterLayout, name: &str) -> Option<u32> {
         .ok()
 }
 
+/// Whether the running apiserver presents a client certificate to webhooks (it was started
+/// with the admission configuration of [`pki::webhook_admission_config`]); clusters started by
+/// an older xtask were not.
+pub fn apiserver_has_webhook_client_cert(layout: &ClusterLayout) -> bool {
+    pid_of(layout, "kube-apiserver")
+        .and_then(|pid| fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .is_some_and(|cmdline| {
+            String::from_utf8_lossy(&cmdline).contains("--admission-control-config-file=")
+        })
+}
+
 /// Whether a process exists and is not a zombie.
 pub(super) fn is_running(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -353,6 +364,7 @@ pub fn up(layout: &ClusterLayout, nodes: u32, real_node: bool) -> Result<()> {
 /// Starts kube-apiserver and waits until it is ready.
 fn start_apiserver(layout: &ClusterLayout, bin: &Path) -> Result<()> {
     let pki = |f: &str| layout.pki().join(f).display().to_string();
+    let admission_config = pki::webhook_admission_config(&layout.pki())?;
     spawn(
         layout,
         "kube-apiserver",
@@ -378,6 +390,10 @@ fn start_apiserver(layout: &ClusterLayout, bin: &Path) -> Result<()> {
             // Webhooks with a service reference are dialled at the endpoint (pod) address.
             "--enable-aggregator-routing=true".into(),
             "--profiling=false".into(),
+            format!(
+                "--admission-control-config-file={}",
+                admission_config.display()
+            ),
         ],
     )?;
     wait_for("kube-apiserver", Duration::from_secs(90), || {

@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 
-pub use lifecycle::{ClusterLayout, down, exec, is_up, kubectl, up};
+pub use lifecycle::{
+    ClusterLayout, apiserver_has_webhook_client_cert, down, exec, is_up, kubectl, up,
+};
 
 /// The Kubernetes release the control plane is built from.
 pub const KUBERNETES_VERSION: &str = "1.34.4";

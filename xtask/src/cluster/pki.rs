@@ -66,6 +66,58 @@ pub fn ensure(dir: &Path, advertise_address: &str, service_ip: &str) -> Result<(
     openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
 }
 
+/// Namespaces whose webhook Services get the apiserver's client certificate.
+const WEBHOOK_CLIENT_NAMES: &[&str] = &["*.kubewarden.svc"];
+
+/// Writes `admission-config.yaml`, the apiserver's `--admission-control-config-file`: the
+/// webhook admission plugins present `webhook-client.{crt,key}` (signed by the cluster CA) to
+/// webhook Services in the stack's namespace, so policy-servers in mTLS mode (the chart's
+/// `mTLS.enable`, client CA = `ca.crt`) let the apiserver in. A server that asks for no client
+/// certificate is sent none, so this changes nothing without mTLS. Returns the file's path.
+pub fn webhook_admission_config(dir: &Path) -> Result<std::path::PathBuf> {
+    issue(
+        dir,
+        "webhook-client",
+        "/CN=kube-apiserver-webhook-client",
+        "extendedKeyUsage=clientAuth",
+    )?;
+    let path = |f: &str| dir.join(f).display().to_string();
+    let users: String = WEBHOOK_CLIENT_NAMES
+        .iter()
+        .map(|name| {
+            format!(
+                "- name: '{name}'\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n",
+                crt = path("webhook-client.crt"),
+                key = path("webhook-client.key"),
+            )
+        })
+        .collect();
+    let kubeconfig = dir.join("webhook-client.kubeconfig");
+    fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nusers:\n{users}"),
+    )
+    .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let plugins: String = ["ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"]
+        .iter()
+        .map(|plugin| {
+            format!(
+                "- name: {plugin}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+                kubeconfig.display()
+            )
+        })
+        .collect();
+    let config = dir.join("admission-config.yaml");
+    fs::write(
+        &config,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{plugins}"
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    Ok(config)
+}
+
 /// Issues `<name>.{crt,key}` for `subject` with the CA in `dir`, with `extensions` (one
 /// openssl extension line), unless `<name>.crt` exists.
 pub fn issue(dir: &Path, name: &str, subject: &str, extensions: &str) -> Result<()> {

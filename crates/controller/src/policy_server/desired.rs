@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::certs::ServerCertificate;
+use crate::certs::IssuedCertificate;
 use crate::options::Options;
 
 /// Where the policy-server container finds what the controller mounts.
@@ -132,7 +132,7 @@ fn with_policy_server_label(ps: &PolicyServer) -> BTreeMap<String, String> {
 }
 
 /// The Secret with the policy-server's serving certificate.
-pub fn desired_secret(ps: &PolicyServer, options: &Options, cert: &ServerCertificate) -> Secret {
+pub fn desired_secret(ps: &PolicyServer, options: &Options, cert: &IssuedCertificate) -> Secret {
     // The PolicyServer label lets the controller see a deleted or edited Secret at once.
     let mut meta = metadata(ps, options, with_policy_server_label(ps));
     meta.annotations = Some(BTreeMap::from([(

@@ -24,7 +24,7 @@ use super::bound;
 use super::desired;
 use super::host_ports;
 use crate::ca;
-use crate::certs::ServerCertificate;
+use crate::certs::IssuedCertificate;
 use crate::conditions::{self, NewCondition};
 use crate::context::{Context, apply, delete_if_exists};
 use crate::error::{Error, KubeResultExt};
@@ -216,8 +216,8 @@ pub fn pods_created_condition(deployment: &Deployment) -> NewCondition {
 
 pub const REASON_PODS_REFUSED: &str = "FailedCreate";
 
-fn stored_certificate(secret: &Secret) -> Option<ServerCertificate> {
-    Some(ServerCertificate {
+fn stored_certificate(secret: &Secret) -> Option<IssuedCertificate> {
+    Some(IssuedCertificate {
         cert_pem: ca::secret_text(secret, naming::TLS_CERT_KEY)?,
         key_pem: ca::secret_text(secret, naming::TLS_KEY_KEY)?,
     })

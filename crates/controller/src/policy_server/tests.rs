@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::desired::*;
 use super::host_ports;
-use crate::certs::ServerCertificate;
+use crate::certs::IssuedCertificate;
 use crate::options::{Options, OwnPorts};
 
 fn policy_server(yaml: &str) -> PolicyServer {
@@ -426,7 +426,7 @@ fn config_map_and_secret() {
         "default"
     );
 
-    let cert = ServerCertificate {
+    let cert = IssuedCertificate {
         cert_pem: "CERT".into(),
         key_pem: "KEY".into(),
     };
