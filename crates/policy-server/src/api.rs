@@ -37,7 +37,7 @@ enum Origin {
     Validate,
     /// `/audit`: the audit-scanner wants the policy's raw verdict.
     Audit,
-    /// `/validate_raw`: a free-form document, not an AdmissionReview.
+    /// `/validate_raw`: a free-form document, not an AdmissionReview; shaped as `/validate`.
     Raw,
 }
 
@@ -209,7 +209,9 @@ async fn answer(
                 AdmissionResponse::internal_error(uid, err)
             }
         };
-        let response = if origin == Origin::Validate {
+        // `/audit` reports the policy's own verdict; `/validate` and `/validate_raw` apply the
+        // policy's mode, mutation permission and message (as upstream does).
+        let response = if origin != Origin::Audit {
             shape(
                 id,
                 policy.mode,

@@ -148,6 +148,37 @@ fn verdicts_shaping_and_errors_over_https() {
         None,
     );
     assert!(body["response"]["patch"].is_string(), "{body}");
+    // Shaped like /validate, as upstream does: monitor mode, allowedToMutate, custom message.
+    let labelled = r#"{"request": {"object": {"metadata": {"labels": {"forbidden": "1"}}}}}"#;
+    let (_, body) = post(&server, &ca, "/validate_raw/monitored", labelled, None);
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    let (_, body) = post(&server, &ca, "/validate_raw/reject-label", labelled, None);
+    assert_eq!(body["response"]["allowed"], false, "{body}");
+    let (_, body) = post(&server, &ca, "/validate_raw/custom-message", labelled, None);
+    assert_eq!(
+        body["response"]["status"]["message"], "refused by the platform team",
+        "{body}"
+    );
+    assert_eq!(
+        body["response"]["status"]["details"]["causes"][0]["message"],
+        "label forbidden is not allowed"
+    );
+    let (_, body) = post(
+        &server,
+        &ca,
+        "/validate_raw/mutate-not-allowed",
+        r#"{"request": {"object": {"metadata": {}}}}"#,
+        None,
+    );
+    assert_eq!(body["response"]["allowed"], false, "{body}");
+    assert!(body["response"]["patch"].is_null(), "{body}");
+    assert!(
+        body["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("configured to not allow mutations"),
+        "{body}"
+    );
 
     // Bad input gets an HTTP error with a JSON message, never a dropped connection.
     let (status, body) = post(&server, &ca, "/validate/nope", &review(json!({})), None);

@@ -95,6 +95,12 @@ monitored:
 mutate:
   module: file://{f}/mutate-add-label.wasm
   allowedToMutate: true
+mutate-not-allowed:
+  module: file://{f}/mutate-add-label.wasm
+custom-message:
+  module: file://{f}/reject-by-label.wasm
+  message: refused by the platform team
+  settings: {{denied_labels: [forbidden]}}
 bad-settings:
   module: file://{f}/reject-by-label.wasm
   settings: {{denied_labels: 3}}
