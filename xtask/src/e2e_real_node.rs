@@ -3,7 +3,8 @@
 //! are installed with helm on the local control plane's real node (kubelet + containerd), and
 //! the end-to-end scenarios run against those pods: on the pod network with the chart's mTLS
 //! mode, then with the controller and the PolicyServers in host network mode.
-//! `helm uninstall` must then leave no webhook configuration behind.
+//! Then the controller is uninstalled while a policy is still enforced: its pre-delete hook must
+//! leave no PolicyServer and no webhook configuration behind, and the namespace must go.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -305,40 +306,145 @@ fn install_and_run(
         )
         .with_context(|| format!("the scenarios on the real node, {network}"))?;
     }
-    for release in ["kubewarden-defaults", "kubewarden-controller"] {
-        step(
-            &format!("helm uninstall {release}"),
-            in_netns(helm)
-                .args(["uninstall", "--wait", "-n", NAMESPACE])
-                .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
-                .arg(release),
-        )?;
-    }
+    uninstall(layout, helm, logs)
+}
+
+/// A policy left on the default PolicyServer, enforced until the controller goes.
+fn uninstall_policy_manifest(fixture_base: &str) -> String {
+    format!(
+        r#"apiVersion: policies.kubewarden.io/v1
+kind: ClusterAdmissionPolicy
+metadata:
+  name: {UNINSTALL_POLICY}
+spec:
+  policyServer: default
+  module: {fixture_base}/reject-by-label.wasm
+  settings: {{denied_labels: [e2e-uninstall]}}
+  mutating: false
+  rules:
+  - {{apiGroups: [""], apiVersions: [v1], resources: [pods], operations: [CREATE]}}
+  namespaceSelector:
+    matchLabels: {{kubernetes.io/metadata.name: e2e-uninstall}}
+"#
+    )
+}
+
+const UNINSTALL_POLICY: &str = "e2e-uninstall";
+
+/// Kubewarden's webhook configurations that still exist.
+fn webhook_leftovers(layout: &ClusterLayout) -> Vec<String> {
     let left = cluster::kubectl(
         layout,
         &[
             "get",
             "validatingwebhookconfigurations,mutatingwebhookconfigurations",
+            "-l",
+            "app.kubernetes.io/part-of=kubewarden",
             "-o",
             "name",
         ],
     )
     .unwrap_or_default();
-    let left: Vec<&str> = left
-        .lines()
-        .filter(|name| {
-            name.contains("kubewarden")
-                || name.contains("clusterwide-")
-                || name.contains("namespaced-")
-        })
-        .collect();
+    left.lines().map(str::to_string).collect()
+}
+
+/// Uninstalls as upstream's docs say a user may: the controller first, while a policy is still
+/// enforced by the defaults chart's PolicyServer. The chart's pre-delete hook must delete the
+/// PolicyServers and wait until the controller removed their policies' webhooks; then the
+/// other releases go and the namespace must be deletable.
+fn uninstall(layout: &ClusterLayout, helm: &Path, logs: &Path) -> Result<()> {
+    let manifest = logs.join("uninstall-policy.yaml");
+    std::fs::write(
+        &manifest,
+        uninstall_policy_manifest(&format!("http://{FIXTURE_SERVICE}.{NAMESPACE}.svc")),
+    )?;
+    step(
+        "a policy still enforced when the controller is uninstalled",
+        &mut kubectl(layout, &["apply", "-f", &manifest.display().to_string()]),
+    )?;
+    step(
+        "it becomes active",
+        &mut kubectl(
+            layout,
+            &[
+                "wait",
+                &format!("clusteradmissionpolicy/{UNINSTALL_POLICY}"),
+                "--for=jsonpath={.status.policyStatus}=active",
+                "--timeout=300s",
+            ],
+        ),
+    )?;
+    if webhook_leftovers(layout).is_empty() {
+        bail!("the active policy {UNINSTALL_POLICY} has no webhook configuration");
+    }
+    let helm_uninstall = |release: &str| {
+        let mut command = in_netns(helm);
+        command
+            .args(["uninstall", "--wait", "--timeout", "300s", "-n", NAMESPACE])
+            .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+            .arg(release);
+        command
+    };
+    step(
+        "helm uninstall kubewarden-controller (its pre-delete hook deletes the PolicyServers)",
+        &mut helm_uninstall("kubewarden-controller"),
+    )?;
+    let left = webhook_leftovers(layout);
     if !left.is_empty() {
         bail!(
-            "helm uninstall left webhook configurations behind: {}",
+            "helm uninstall kubewarden-controller left webhook configurations behind: {}",
             left.join(", ")
         );
     }
-    println!("==> helm uninstall left no webhook configuration behind");
+    let servers =
+        cluster::kubectl(layout, &["get", "policyservers", "-o", "name"]).unwrap_or_default();
+    if !servers.trim().is_empty() {
+        bail!("helm uninstall kubewarden-controller left PolicyServers behind: {servers}");
+    }
+    println!("==> the controller's uninstall left no PolicyServer and no webhook behind");
+    step(
+        "helm uninstall kubewarden-defaults",
+        &mut helm_uninstall("kubewarden-defaults"),
+    )?;
+    // With no controller left, nothing releases the policy's finalizer: what an operator does
+    // with policies kept after the uninstall, before the CRDs go.
+    step(
+        "the kept policy's finalizer released by hand",
+        &mut kubectl(
+            layout,
+            &[
+                "patch",
+                &format!("clusteradmissionpolicy/{UNINSTALL_POLICY}"),
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+        ),
+    )?;
+    step(
+        "delete the kept policy",
+        &mut kubectl(
+            layout,
+            &[
+                "delete",
+                &format!("clusteradmissionpolicy/{UNINSTALL_POLICY}"),
+                "--wait",
+                "--timeout=60s",
+            ],
+        ),
+    )?;
+    step(
+        "helm uninstall kubewarden-crds",
+        &mut helm_uninstall("kubewarden-crds"),
+    )?;
+    step(
+        "the namespace is deletable",
+        &mut kubectl(
+            layout,
+            &["delete", "namespace", NAMESPACE, "--wait", "--timeout=180s"],
+        ),
+    )?;
+    println!("==> uninstalled: no webhook configuration, PolicyServer or namespace left");
     Ok(())
 }
 

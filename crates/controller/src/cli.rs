@@ -94,6 +94,16 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "KUBEWARDEN_LOG_FMT", value_enum, default_value = "text")]
     pub log_fmt: LogFormat,
+
+    /// Clean up instead of reconciling (the chart's pre-delete hook): delete every
+    /// PolicyServer, wait until the running controller has finalized them and removed their
+    /// policies' webhooks, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+
+    /// How long --cleanup waits before it fails, naming what is left.
+    #[arg(long, default_value_t = 240, requires = "cleanup")]
+    pub cleanup_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -185,6 +195,16 @@ mod tests {
         assert_eq!(options.own_ports.metrics, Some(8088));
         assert_eq!(options.policy_server_metrics_port, 8080);
         assert_eq!(cli.log_level, "debug");
+    }
+
+    #[test]
+    fn cleanup_mode() {
+        let cli = parse(&["--cleanup"]);
+        assert!(cli.cleanup);
+        assert_eq!(cli.cleanup_timeout_seconds, 240);
+        assert!(!parse(&[]).cleanup);
+        let args = ["controller", "--cleanup-timeout-seconds=5"];
+        assert!(Cli::try_parse_from(args).is_err(), "only with --cleanup");
     }
 
     #[test]

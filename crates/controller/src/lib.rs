@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod ca;
 pub mod certs;
+pub mod cleanup;
 pub mod client_cert;
 pub mod conditions;
 pub mod context;

@@ -5,6 +5,7 @@ mod cli;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clap::Parser;
@@ -44,11 +45,30 @@ async fn shutdown_signal() {
     }
 }
 
+async fn connect() -> anyhow::Result<Client> {
+    // kube builds its TLS configuration with rustls' process default; when the workspace is
+    // built together rustls carries two providers and has no default of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")
+}
+
+/// `--cleanup`: the chart's pre-delete hook.
+async fn cleanup(timeout: Duration) -> anyhow::Result<()> {
+    kubewarden_controller::cleanup::run(connect().await?, timeout)
+        .await
+        .context("cleaning up before uninstall")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli)?;
     let options = cli.options().map_err(|e| anyhow!(e))?;
+    if cli.cleanup {
+        return cleanup(Duration::from_secs(cli.cleanup_timeout_seconds)).await;
+    }
     if cli.enable_tracing {
         tracing::warn!("--enable-tracing: trace export is not supported by this build; ignored");
     }
@@ -77,12 +97,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // kube builds its TLS configuration with rustls' process default; when the workspace is
-    // built together rustls carries two providers and has no default of its own.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let client = connect().await?;
     tracing::info!(
         namespace = %options.deployments_namespace,
         host_network = options.host_network,

@@ -106,6 +106,69 @@ fn controller_defaults() {
         scanner_args.contains("--ignore-namespace=kube-system"),
         "{scanner_args}"
     );
+    // helm uninstall first deletes the PolicyServers and waits for their webhooks to go.
+    let hook = find(&objects, "Job", "kubewarden-controller-pre-delete").expect("pre-delete Job");
+    assert_eq!(
+        hook["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-delete"
+    );
+    let hook_pod = &hook["spec"]["template"]["spec"];
+    assert_eq!(hook_pod["serviceAccountName"], "kubewarden-controller");
+    assert!(
+        hook_pod["containers"][0]["args"]
+            .to_string()
+            .contains("--cleanup")
+    );
+    assert_eq!(
+        hook_pod["containers"][0]["image"],
+        "ghcr.io/kubewarden-rs/controller:0.1.0"
+    );
+    let cluster_role_rules = find(&objects, "ClusterRole", "kubewarden-controller")
+        .expect("ClusterRole")["rules"]
+        .to_string();
+    assert!(
+        cluster_role_rules.contains(r#"{"apiGroups":["policies.kubewarden.io"],"resources":["policyservers"],"verbs":["delete"]}"#),
+        "{cluster_role_rules}"
+    );
+    // Upstream's values: its kubectl image and command.
+    let upstream = helm::template(
+        &helm,
+        "kubewarden-controller",
+        "kubewarden-controller",
+        NAMESPACE,
+        &[
+            "--set",
+            "preDeleteJob.image.repository=rancher/kubectl",
+            "--set",
+            "preDeleteJob.image.tag=v1.34.1",
+        ],
+    )
+    .expect("renders");
+    let upstream = helm::objects(&upstream).expect("parses");
+    let container = &find(&upstream, "Job", "kubewarden-controller-pre-delete").expect("Job")["spec"]
+        ["template"]["spec"]["containers"][0];
+    // Prefixed with global.cattle.systemDefaultRegistry, as upstream's template does.
+    assert_eq!(container["image"], "ghcr.io/rancher/kubectl:v1.34.1");
+    assert_eq!(
+        container["command"],
+        json!([
+            "kubectl",
+            "delete",
+            "--all",
+            "policyservers.policies.kubewarden.io"
+        ])
+    );
+    let without = helm::template(
+        &helm,
+        "kubewarden-controller",
+        "kubewarden-controller",
+        NAMESPACE,
+        &["--set", "preDeleteHook.enabled=false"],
+    )
+    .expect("renders");
+    let without = helm::objects(&without).expect("parses");
+    assert!(find(&without, "Job", "kubewarden-controller-pre-delete").is_none());
+
     // Least privilege: Secrets, Deployments... only in the release namespace.
     let role = find(&objects, "Role", "kubewarden-controller").expect("Role");
     assert_eq!(role["metadata"]["namespace"], NAMESPACE);
