@@ -10,6 +10,7 @@ pub mod config;
 pub mod crd;
 pub mod defaults;
 pub mod group_expression;
+pub mod load_status;
 pub mod metadata;
 pub mod naming;
 pub mod reports;

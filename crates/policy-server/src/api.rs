@@ -289,9 +289,9 @@ async fn evaluate(
     request: Arc<DecodedRequest>,
     origin: Origin,
 ) -> (Result<AdmissionResponse, EvaluationFailure>, Duration) {
-    if let Err(reason) = &policy.decider {
+    if let Err(failure) = &policy.decider {
         return (
-            Err(EvaluationFailure::Policy(reason.clone())),
+            Err(EvaluationFailure::Policy(failure.message.clone())),
             Duration::ZERO,
         );
     }
@@ -309,7 +309,7 @@ async fn evaluate(
                     members,
                     message,
                 }) => evaluate_group(expression, members, message, &request, origin),
-                Err(reason) => Err(EvaluationError::Instantiation(reason.clone())),
+                Err(failure) => Err(EvaluationError::Instantiation(failure.message.clone())),
             };
             (outcome, started.elapsed())
         })

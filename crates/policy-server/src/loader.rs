@@ -9,6 +9,7 @@ use std::time::Duration;
 use api_types::config::{PoliciesConfig, PolicyEntry, PolicyGroupMemberEntry, PolicyOrGroup};
 use api_types::crd::PolicyMode;
 use api_types::group_expression::GroupExpression;
+use api_types::load_status::{LoadFailureReason, PolicyLoadStatus};
 use policy_evaluator::host::HostCapabilities;
 use policy_evaluator::{
     EvaluationLimits, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
@@ -34,7 +35,35 @@ pub struct ServedPolicy {
     /// Replaces the policy's own message on rejection.
     pub message: Option<String>,
     /// The decider, or why the policy cannot run.
-    pub decider: Result<Decider, String>,
+    pub decider: Result<Decider, LoadFailure>,
+}
+
+/// Why a policy cannot be served: what its requests are answered with (code 500) and what
+/// `GET /status` reports.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LoadFailure {
+    pub reason: LoadFailureReason,
+    pub message: String,
+}
+
+impl LoadFailure {
+    fn new(reason: LoadFailureReason, message: impl Into<String>) -> Self {
+        LoadFailure {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl ServedPolicy {
+    /// What `GET /status` says of this policy.
+    pub fn load_status(&self) -> PolicyLoadStatus {
+        match &self.decider {
+            Ok(_) => PolicyLoadStatus::loaded(),
+            Err(failure) => PolicyLoadStatus::failed(failure.reason, failure.message.clone()),
+        }
+    }
 }
 
 /// Everything that shapes how policies run, from the command line.
@@ -95,8 +124,10 @@ fn evaluator(
     settings: Option<serde_json::Value>,
     timeout_eval_seconds: Option<u32>,
     host_capabilities: Option<Vec<String>>,
-) -> Result<PolicyEvaluator, String> {
-    let module = modules.get(module)?;
+) -> Result<PolicyEvaluator, LoadFailure> {
+    let module = modules
+        .get(module)
+        .map_err(|message| LoadFailure::new(LoadFailureReason::ModuleUnavailable, message))?;
     let mut config = EvaluatorSettings::new(id);
     config.settings = settings;
     config.host_capabilities = host_capabilities.unwrap_or_default();
@@ -111,13 +142,19 @@ fn evaluator(
     config.reused_instances = options.reused_instances;
     config.host = options.host.clone();
     let evaluator = PolicyEvaluator::new(module, config);
-    let answer = evaluator
-        .validate_settings()
-        .map_err(|e| format!("cannot validate the settings: {e}"))?;
+    let answer = evaluator.validate_settings().map_err(|e| {
+        LoadFailure::new(
+            LoadFailureReason::SettingsInvalid,
+            format!("cannot validate the settings: {e}"),
+        )
+    })?;
     if !answer.valid {
-        return Err(format!(
-            "Policy settings are invalid: {}",
-            answer.message.unwrap_or_else(|| "no reason given".into())
+        return Err(LoadFailure::new(
+            LoadFailureReason::SettingsInvalid,
+            format!(
+                "Policy settings are invalid: {}",
+                answer.message.unwrap_or_else(|| "no reason given".into())
+            ),
         ));
     }
     Ok(evaluator)
@@ -155,8 +192,9 @@ fn load_group(
     expression: &str,
     members: BTreeMap<String, PolicyGroupMemberEntry>,
     message: String,
-) -> Result<Decider, String> {
-    let expression = GroupExpression::parse(expression).map_err(|e| e.to_string())?;
+) -> Result<Decider, LoadFailure> {
+    let invalid = |message: String| LoadFailure::new(LoadFailureReason::InvalidGroup, message);
+    let expression = GroupExpression::parse(expression).map_err(|e| invalid(e.to_string()))?;
     let mut evaluators = BTreeMap::new();
     for (name, member) in members {
         let member_id = format!("{id}/{name}");
@@ -169,7 +207,7 @@ fn load_group(
             member.timeout_eval_seconds,
             member.host_capabilities,
         )
-        .map_err(|e| format!("member {name}: {e}"))?;
+        .map_err(|e| LoadFailure::new(e.reason, format!("member {name}: {}", e.message)))?;
         evaluators.insert(name, evaluator);
     }
     if let Some(unknown) = expression
@@ -177,9 +215,9 @@ fn load_group(
         .into_iter()
         .find(|m| !evaluators.contains_key(*m))
     {
-        return Err(format!(
+        return Err(invalid(format!(
             "the expression calls {unknown}(), which is not a member"
-        ));
+        )));
     }
     Ok(Decider::Group {
         expression,

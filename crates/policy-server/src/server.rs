@@ -1,16 +1,17 @@
 //! Start-up and the three listeners: webhook (HTTPS), readiness (HTTP) and metrics (HTTP).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use api_types::config::{PoliciesConfig, SourcesConfig, VerificationConfig};
-use axum::Router;
+use api_types::load_status::{PolicyServerLoadStatus, STATUS_PATH};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::{Json, Router};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use policy_evaluator::limits::DEFAULT_MEMORY_LIMIT_BYTES;
@@ -30,12 +31,26 @@ use crate::tls::TlsFiles;
 /// How often certificate files are checked for changes.
 const TLS_RELOAD_POLL: Duration = Duration::from_secs(2);
 
-async fn readiness(State(ready): State<Arc<AtomicBool>>) -> StatusCode {
-    if ready.load(Ordering::Relaxed) {
+/// What the readiness port serves: whether requests may come, and what loading found.
+#[derive(Default)]
+struct Readiness {
+    ready: AtomicBool,
+    /// Set once, when loading has finished.
+    load_status: OnceLock<PolicyServerLoadStatus>,
+}
+
+async fn readiness_probe(State(readiness): State<Arc<Readiness>>) -> StatusCode {
+    if readiness.ready.load(Ordering::Relaxed) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     }
+}
+
+/// `GET /status`: every policy's load state once loading has finished (`loaded: false` and no
+/// policies before). Always 200: a policy that failed is news, not an error of this endpoint.
+async fn load_status(State(readiness): State<Arc<Readiness>>) -> Json<PolicyServerLoadStatus> {
+    Json(readiness.load_status.get().cloned().unwrap_or_default())
 }
 
 async fn serve_plain(
@@ -110,14 +125,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     let signatures = Arc::new(SignatureVerifier::new(fetcher.clone(), trust_root));
 
     let metrics = Metrics::new().context("metrics registry")?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = Arc::new(Readiness::default());
     let handles: Vec<Handle<SocketAddr>> = (0..3).map(|_| Handle::new()).collect();
     let (webhook_handle, readiness_handle, metrics_handle) =
         (handles[0].clone(), handles[1].clone(), handles[2].clone());
 
     let readiness_app = Router::new()
-        .route("/readiness", get(readiness))
-        .with_state(ready.clone());
+        .route("/readiness", get(readiness_probe))
+        .route(STATUS_PATH, get(load_status))
+        .with_state(readiness.clone());
     let mut servers = tokio::task::JoinSet::new();
     let readiness_address = SocketAddr::new(cli.addr, cli.readiness_probe_port);
     servers.spawn(serve_plain(
@@ -209,6 +225,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         "policies loaded"
     );
 
+    let _ = readiness.load_status.set(PolicyServerLoadStatus {
+        loaded: true,
+        policies: policies
+            .iter()
+            .map(|(id, policy)| (id.clone(), policy.load_status()))
+            .collect(),
+    });
     let state = Arc::new(AppState {
         policies: policies
             .into_iter()
@@ -247,7 +270,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         };
     servers.spawn(async move { serving.await.context("webhook server") });
-    ready.store(true, Ordering::Relaxed);
+    readiness.ready.store(true, Ordering::Relaxed);
 
     let grace = Duration::from_secs(cli.shutdown_grace_seconds);
     tokio::select! {
@@ -260,7 +283,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         signal = shutdown_signal() => {
             tracing::info!(signal, grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
-            ready.store(false, Ordering::Relaxed);
+            readiness.ready.store(false, Ordering::Relaxed);
             for handle in &handles {
                 handle.graceful_shutdown(Some(grace));
             }

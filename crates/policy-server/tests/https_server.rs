@@ -116,6 +116,32 @@ fn verdicts_shaping_and_errors_over_https() {
             .contains("cannot read")
     );
 
+    // The readiness port tells which policies loaded and why the others did not.
+    let output = Command::new("curl")
+        .args(["-sf"])
+        .arg(format!("http://127.0.0.1:{}/status", server.readiness_port))
+        .output()
+        .expect("curl");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(status["loaded"], true, "{status}");
+    assert_eq!(status["policies"]["reject-label"], json!({"loaded": true}));
+    let bad = &status["policies"]["bad-settings"];
+    assert_eq!(
+        (&bad["loaded"], &bad["reason"]),
+        (&json!(false), &json!("SettingsInvalid"))
+    );
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Policy settings are invalid"),
+        "{bad}"
+    );
+    assert_eq!(
+        status["policies"]["missing-module"]["reason"],
+        "ModuleUnavailable"
+    );
+
     // A policy that loops is interrupted after its timeoutEvalSeconds.
     let (_, body) = post(&server, &ca, "/validate/loops", &review(json!({})), None);
     assert_eq!(body["response"]["status"]["code"], 500);

@@ -64,6 +64,7 @@ pub struct Server {
     pub child: Child,
     pub dir: PathBuf,
     pub port: u16,
+    pub readiness_port: u16,
 }
 
 impl Drop for Server {
@@ -179,6 +180,7 @@ pub fn start_with_kubeconfig(
         child,
         dir: dir.to_path_buf(),
         port,
+        readiness_port: readiness,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

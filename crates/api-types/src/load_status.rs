@@ -1,0 +1,97 @@
+//! What a policy-server says about the policies it serves, on `GET /status` of its readiness
+//! port: the controller reads it to tell on each policy's status whether it could be loaded.
+//! (Upstream's policy-server has no such endpoint; a policy that cannot load only shows in its
+//! logs and in code-500 rejections.)
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the load status on the readiness port.
+pub const STATUS_PATH: &str = "/status";
+
+/// The whole answer of `GET /status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyServerLoadStatus {
+    /// Whether loading has finished; until then `policies` is empty.
+    pub loaded: bool,
+    /// Every policy and group of the configuration, by id (the policy's unique name).
+    pub policies: BTreeMap<String, PolicyLoadStatus>,
+}
+
+/// Whether one policy (or group) is served, and if not, why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyLoadStatus {
+    pub loaded: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<LoadFailureReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl PolicyLoadStatus {
+    pub fn loaded() -> Self {
+        PolicyLoadStatus {
+            loaded: true,
+            reason: None,
+            message: None,
+        }
+    }
+
+    pub fn failed(reason: LoadFailureReason, message: impl Into<String>) -> Self {
+        PolicyLoadStatus {
+            loaded: false,
+            reason: Some(reason),
+            message: Some(message.into()),
+        }
+    }
+}
+
+/// Why a policy cannot be served; also the reason of its `PolicyLoaded=False` condition.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadFailureReason {
+    /// The module could not be fetched, verified or compiled.
+    ModuleUnavailable,
+    /// The policy's settings were refused by the policy (or could not be checked).
+    SettingsInvalid,
+    /// A group's expression is malformed or names no member.
+    InvalidGroup,
+}
+
+impl LoadFailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadFailureReason::ModuleUnavailable => "ModuleUnavailable",
+            LoadFailureReason::SettingsInvalid => "SettingsInvalid",
+            LoadFailureReason::InvalidGroup => "InvalidGroup",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_as_json() {
+        let status = PolicyServerLoadStatus {
+            loaded: true,
+            policies: BTreeMap::from([
+                ("ok".to_string(), PolicyLoadStatus::loaded()),
+                (
+                    "bad".to_string(),
+                    PolicyLoadStatus::failed(LoadFailureReason::SettingsInvalid, "no"),
+                ),
+            ]),
+        };
+        let text = serde_json::to_string(&status).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"loaded":true,"policies":{"bad":{"loaded":false,"reason":"SettingsInvalid","message":"no"},"ok":{"loaded":true}}}"#
+        );
+        let back: PolicyServerLoadStatus = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, status);
+    }
+}
