@@ -285,6 +285,59 @@ async fn the_whole_journey() {
         mutual_tls(&apps, &default_ps).await;
     }
 
+    step("a policy that cannot load says so on its status");
+    let unloadable = [
+        (
+            unique_name("e2e-bad-settings"),
+            reject_by_label.clone(),
+            "SettingsInvalid",
+        ),
+        (
+            unique_name("e2e-bad-module"),
+            fixture_module("does-not-exist"),
+            "ModuleUnavailable",
+        ),
+    ];
+    for (name, module, _) in &unloadable {
+        // Bound to a namespace that does not exist: their code-500 answers reach no request.
+        policies
+            .create(
+                &PostParams::default(),
+                &with_server(cluster_policy(
+                    name,
+                    module,
+                    json!({"denied_labels": 3}),
+                    "e2e-nowhere",
+                    json!({}),
+                )),
+            )
+            .await
+            .expect("policy");
+    }
+    for (name, _, reason) in &unloadable {
+        wait_until(&format!("{name} in error, {reason}"), WAIT, || async {
+            let policy = serde_json::to_value(policies.get(name).await?)?;
+            let loaded = policy["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "PolicyLoaded")
+                .cloned()
+                .unwrap_or_default();
+            Ok(policy["status"]["policyStatus"] == "error"
+                && loaded["status"] == "False"
+                && loaded["reason"] == *reason)
+        })
+        .await
+        .expect("the load failure on the policy's status");
+    }
+    for (name, _, _) in &unloadable {
+        policies
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("deleted");
+    }
+
     step("monitor mode lets the request through and logs the decision");
     let monitor = unique_name("e2e-monitor");
     policies

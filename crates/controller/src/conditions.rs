@@ -5,12 +5,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";
+pub const UNKNOWN: &str = "Unknown";
 
 /// A condition to record, before it gets its transition time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCondition {
     pub type_: &'static str,
-    pub status: bool,
+    /// [`TRUE`], [`FALSE`] or [`UNKNOWN`].
+    pub status: &'static str,
     pub reason: &'static str,
     pub message: String,
 }
@@ -24,10 +26,24 @@ impl NewCondition {
     ) -> Self {
         NewCondition {
             type_,
-            status,
+            status: if status { TRUE } else { FALSE },
             reason,
             message: message.into(),
         }
+    }
+
+    /// A condition the controller cannot tell right now.
+    pub fn unknown(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        NewCondition {
+            type_,
+            status: UNKNOWN,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == TRUE
     }
 }
 
@@ -39,7 +55,7 @@ pub fn set(
     generation: Option<i64>,
     now: &Time,
 ) {
-    let status = if new.status { TRUE } else { FALSE };
+    let status = new.status;
     let transition = conditions
         .iter()
         .find(|c| c.type_ == new.type_)

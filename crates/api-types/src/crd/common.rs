@@ -211,6 +211,11 @@ pub enum PolicyStatusPhase {
     Pending,
     /// Every policy-server replica serves the policy and its webhook is registered.
     Active,
+    /// Its webhook is registered but the policy-servers could not load it (the module is
+    /// unavailable or the settings are invalid): every matching request is rejected with code
+    /// 500. The `PolicyLoaded` condition says why. (Not in upstream, whose policy stays
+    /// `active`.)
+    Error,
     /// The policy targets resources namespaced policies may not target.
     Rejected,
 }
@@ -234,7 +239,7 @@ pub struct PolicyStatus {
     /// Mode the policy-servers run the policy in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ObservedPolicyMode>,
-    /// PolicyActive, PolicyServerConfigurationUpToDate, PolicyUniquelyReachable.
+    /// PolicyActive, PolicyServerConfigurationUpToDate, PolicyUniquelyReachable, PolicyLoaded.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

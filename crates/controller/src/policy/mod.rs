@@ -2,6 +2,7 @@
 //! ClusterAdmissionPolicy, AdmissionPolicy and both group kinds.
 
 pub mod config_entry;
+pub mod load_status;
 pub mod reachability;
 pub mod reconcile;
 pub mod webhook;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_types::crd::{ObservedPolicyMode, PolicyServer, PolicyStatus, PolicyStatusPhase};
+use api_types::load_status::{LoadFailureReason, PolicyLoadStatus};
 use api_types::naming::{self, labels};
 use api_types::validation;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -17,6 +18,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use super::load_status;
 use super::reachability::{self, Observed};
 use super::webhook::{WebhookConfiguration, desired_webhook};
 use super::{Policy, policy_server_of, unique_name};
@@ -31,7 +33,12 @@ pub mod condition {
     pub const ACTIVE: &str = "PolicyActive";
     pub const CONFIGURATION_UP_TO_DATE: &str = "PolicyServerConfigurationUpToDate";
     pub const UNIQUELY_REACHABLE: &str = "PolicyUniquelyReachable";
+    /// Whether the policy-servers could load the policy (not in upstream).
+    pub const LOADED: &str = "PolicyLoaded";
 }
+
+/// How often a policy whose load state could not be read is looked at again.
+const LOAD_STATUS_RETRY: Duration = Duration::from_secs(15);
 
 /// How often a policy waiting for its policy-server rollout is looked at again (pod events
 /// usually come sooner).
@@ -219,7 +226,49 @@ async fn decide<P: Policy>(
         "WebhookCreated",
         "The policy webhook has been created",
     );
-    Ok(Action::await_change())
+    let served = load_status::fetch(&pods, policy_server.spec.readiness_probe_port, unique).await;
+    Ok(record_load_status(served, status))
+}
+
+/// Sets `PolicyLoaded` from what the policy-servers said; a policy they could not load is in
+/// the `error` phase.
+fn record_load_status(
+    served: Result<PolicyLoadStatus, String>,
+    status: &mut StatusUpdate,
+) -> Action {
+    match served {
+        Ok(PolicyLoadStatus { loaded: true, .. }) => {
+            status.condition(
+                condition::LOADED,
+                true,
+                "PolicyLoaded",
+                "the policy-servers loaded the policy",
+            );
+            Action::await_change()
+        }
+        Ok(failed) => {
+            status.phase = PolicyStatusPhase::Error;
+            status.condition(
+                condition::LOADED,
+                false,
+                failed
+                    .reason
+                    .map_or("LoadFailed", LoadFailureReason::as_str),
+                failed
+                    .message
+                    .unwrap_or_else(|| "the policy-servers cannot load the policy".into()),
+            );
+            Action::await_change()
+        }
+        Err(why) => {
+            status.report.push(NewCondition::unknown(
+                condition::LOADED,
+                "LoadStatusUnavailable",
+                format!("cannot read the policy-servers' load status: {why}"),
+            ));
+            Action::requeue(LOAD_STATUS_RETRY)
+        }
+    }
 }
 
 /// Records the mode the policy-server runs the policy in, and whether its configuration matches
@@ -312,4 +361,50 @@ async fn write_status<P: Policy>(
         )
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api_types::load_status::LoadFailureReason;
+
+    fn update() -> StatusUpdate {
+        StatusUpdate {
+            phase: PolicyStatusPhase::Active,
+            mode: ObservedPolicyMode::Protect,
+            report: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_policy_that_cannot_load_is_in_error_with_the_reason() {
+        let mut status = update();
+        let failed = PolicyLoadStatus::failed(
+            LoadFailureReason::SettingsInvalid,
+            "Policy settings are invalid: denied_labels must be a list",
+        );
+        record_load_status(Ok(failed), &mut status);
+        assert_eq!(status.phase, PolicyStatusPhase::Error);
+        let loaded = &status.report[0];
+        assert_eq!(
+            (loaded.type_, loaded.status, loaded.reason),
+            ("PolicyLoaded", "False", "SettingsInvalid")
+        );
+        assert!(loaded.message.contains("must be a list"));
+    }
+
+    #[test]
+    fn loaded_and_unknown_keep_the_policy_active() {
+        let mut status = update();
+        record_load_status(Ok(PolicyLoadStatus::loaded()), &mut status);
+        assert_eq!(status.phase, PolicyStatusPhase::Active);
+        assert_eq!(status.report[0].status, "True");
+
+        let mut status = update();
+        let action = record_load_status(Err("connection refused".into()), &mut status);
+        assert_eq!(status.phase, PolicyStatusPhase::Active);
+        assert_eq!(status.report[0].status, "Unknown");
+        assert!(status.report[0].message.contains("connection refused"));
+        assert_eq!(action, Action::requeue(LOAD_STATUS_RETRY));
+    }
 }

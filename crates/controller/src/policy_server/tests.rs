@@ -516,13 +516,13 @@ fn pods_refused_by_the_apiserver_are_reported_with_its_message() {
     .expect("deployment");
     let reported = pods_created_condition(&refused);
     assert_eq!(reported.type_, condition::PODS_CREATED);
-    assert!(!reported.status);
+    assert!(!reported.is_true());
     assert!(reported.message.contains("violates PodSecurity"));
 
     let healthy: Deployment = serde_json::from_value(json!({
         "status": {"conditions": [{"type": "ReplicaFailure", "status": "False"}]}
     }))
     .expect("deployment");
-    assert!(pods_created_condition(&healthy).status);
-    assert!(pods_created_condition(&Deployment::default()).status);
+    assert!(pods_created_condition(&healthy).is_true());
+    assert!(pods_created_condition(&Deployment::default()).is_true());
 }
