@@ -124,7 +124,7 @@ impl LocalPolicyServers {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), crate::NAMESPACE);
         let mut wanted = BTreeMap::new();
         for ps in servers.list(&ListParams::default()).await?.items {
-            if ps.metadata.deletion_timestamp.is_some() || ps.spec.replicas == 0 {
+            if ps.metadata.deletion_timestamp.is_some() || ps.spec.replicas == Some(0) {
                 continue;
             }
             let resource = naming::policy_server_resource_name(&ps.name_any());

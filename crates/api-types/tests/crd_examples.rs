@@ -41,7 +41,7 @@ fn seed_custom_ports_policy_server() {
     assert_eq!(ps.spec.readiness_probe_port, 9081);
     assert_eq!(ps.spec.metrics_port, None);
     assert_eq!(ps.spec.effective_metrics_port(defaults::METRICS_PORT), 8080);
-    assert_eq!(ps.spec.replicas, 2);
+    assert_eq!(ps.spec.replicas, Some(2));
 }
 
 #[test]

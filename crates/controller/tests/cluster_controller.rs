@@ -105,6 +105,7 @@ async fn controller_reconciles_policy_servers_and_policies() {
     let controller = start_controller(&cluster, options.clone());
     remove_leftovers(&cluster).await;
     lifecycle(&cluster, &expiring_ca).await;
+    leaves_scaling_to_an_autoscaler(&cluster).await;
     controller.abort();
 
     let host_network = Options {
@@ -574,6 +575,68 @@ async fn lifecycle(cluster: &TestCluster, expiring_ca: &str) {
 }
 
 /// Returns the name of the PolicyServer left running in host network mode.
+/// A PolicyServer without `replicas` leaves the Deployment's scale to an autoscaler: what a
+/// HorizontalPodAutoscaler writes through the scale subresource stays across reconciles.
+async fn leaves_scaling_to_an_autoscaler(cluster: &TestCluster) {
+    let servers = cluster.cluster_wide::<PolicyServer>();
+    let deployments = cluster.namespaced::<Deployment>();
+    let name = unique_name("ps-hpa");
+    let resource = naming::policy_server_resource_name(&name);
+    servers
+        .create(
+            &PostParams::default(),
+            &policy_server(&name, json!({"replicas": null})),
+        )
+        .await
+        .expect("a PolicyServer without replicas");
+    wait_until("its Deployment", WAIT, || async {
+        Ok(deployments.get_opt(&resource).await?.is_some())
+    })
+    .await
+    .expect("created");
+    // As the HPA controller does it: the scale subresource, under its own field manager.
+    let autoscaler = PatchParams {
+        field_manager: Some("horizontal-pod-autoscaler-stand-in".into()),
+        ..PatchParams::default()
+    };
+    deployments
+        .patch_scale(
+            &resource,
+            &autoscaler,
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scaled");
+    // A change makes the controller apply the Deployment again.
+    servers
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"annotations": {"kubewarden-rs/touched": "1"}}})),
+        )
+        .await
+        .expect("edited");
+    wait_until("the edit reconciled", WAIT, || async {
+        let deployment = deployments.get(&resource).await?;
+        let annotations = deployment
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        Ok(annotations.contains_key("kubewarden-rs/touched"))
+    })
+    .await
+    .expect("reconciled");
+    let replicas = deployments
+        .get(&resource)
+        .await
+        .expect("Deployment")
+        .spec
+        .and_then(|s| s.replicas);
+    assert_eq!(replicas, Some(3), "the autoscaler's replicas are kept");
+    delete_policy_server(cluster, &name).await;
+}
+
 async fn host_network_conflicts(cluster: &TestCluster) -> String {
     let servers = cluster.cluster_wide::<PolicyServer>();
     let deployments = cluster.namespaced::<Deployment>();

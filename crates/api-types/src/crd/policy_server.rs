@@ -36,9 +36,13 @@ pub struct PolicyServerSpec {
     /// Container image of the policy-server.
     pub image: String,
 
-    /// Number of policy-server replicas.
+    /// Number of policy-server replicas. Leave it unset when a HorizontalPodAutoscaler (or
+    /// anything else) scales the Deployment: the controller then never sets the Deployment's
+    /// replicas, so it does not fight the autoscaler (a new Deployment starts with one).
+    /// Upstream requires it; a value here works as there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
 
     /// Smallest number of available replicas during voluntary disruptions. Creates a
     /// PodDisruptionBudget. Mutually exclusive with maxUnavailable.
@@ -168,7 +172,7 @@ impl PolicyServerSpec {
     pub fn new(image: impl Into<String>, replicas: i32) -> Self {
         PolicyServerSpec {
             image: image.into(),
-            replicas,
+            replicas: Some(replicas),
             min_available: None,
             max_unavailable: None,
             annotations: None,

@@ -74,7 +74,7 @@ pub fn validate_policy_server(name: &str, spec: &PolicyServerSpec) -> Vec<Violat
     if spec.image.trim().is_empty() {
         v.add("spec.image", "must not be empty");
     }
-    if spec.replicas < 0 {
+    if spec.replicas.is_some_and(|replicas| replicas < 0) {
         v.add("spec.replicas", "must not be negative");
     }
     if spec.min_available.is_some() && spec.max_unavailable.is_some() {

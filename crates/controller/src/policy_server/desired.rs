@@ -607,7 +607,9 @@ pub fn desired_deployment(
     Deployment {
         metadata: meta,
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            // Unset: left to whoever scales the Deployment (server-side apply then owns no
+            // replicas field, so an autoscaler's changes stay).
+            replicas: spec.replicas,
             selector: LabelSelector {
                 match_labels: Some(BTreeMap::from([(labels::APP.to_string(), app_label(ps))])),
                 ..LabelSelector::default()

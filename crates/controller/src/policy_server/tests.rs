@@ -110,6 +110,15 @@ fn env_of(deployment: &Deployment) -> BTreeMap<String, String> {
 }
 
 #[test]
+fn replicas_left_unset_are_left_to_an_autoscaler() {
+    let mut ps = default_ps();
+    ps.spec.replicas = None;
+    let deployment = desired_deployment(&ps, &options(false), "1234");
+    let spec = to_json(&deployment)["spec"].clone();
+    assert!(spec.get("replicas").is_none(), "{spec}");
+}
+
+#[test]
 fn deployment_for_the_default_policy_server() {
     let ps = default_ps();
     let deployment = desired_deployment(&ps, &options(false), "1234");
