@@ -28,8 +28,12 @@ pub struct Cli {
     #[arg(short = 'u', long)]
     pub policy_server_url: Option<String>,
 
-    /// Namespaces not to scan (repeat the flag).
-    #[arg(short = 'i', long = "ignore-namespace")]
+    /// Namespaces not to scan (repeat the flag; `--ignore-namespaces` is upstream's name).
+    #[arg(
+        short = 'i',
+        long = "ignore-namespace",
+        visible_alias = "ignore-namespaces"
+    )]
     pub ignore_namespaces: Vec<String>,
 
     /// PEM file with CA certificates to trust for policy-servers (the kubewarden CA).
@@ -137,7 +141,7 @@ mod tests {
             "/client-cert/tls.key",
             "-i",
             "kube-system",
-            "-i",
+            "--ignore-namespaces",
             "kube-public",
             "--report-kind",
             "openreports",

@@ -138,6 +138,34 @@ pub struct Cli {
     #[arg(long, env = "KUBEWARDEN_FRESH_INSTANCES", value_parser = FalseyValueParser::new())]
     pub fresh_instances: bool,
 
+    /// Run in the background, as upstream's `--daemon`: fork, detach from the terminal, write
+    /// the child's pid to --daemon-pid-file and its output to the --daemon-*-file files.
+    #[arg(long, env = "KUBEWARDEN_DAEMON", value_parser = FalseyValueParser::new())]
+    pub daemon: bool,
+
+    /// Pid file of the daemon (with --daemon).
+    #[arg(
+        long,
+        env = "KUBEWARDEN_DAEMON_PID_FILE",
+        default_value = "policy-server.pid"
+    )]
+    pub daemon_pid_file: PathBuf,
+
+    /// Where the daemon's standard output goes (with --daemon; default: discarded).
+    #[arg(long, env = "KUBEWARDEN_DAEMON_STDOUT_FILE")]
+    pub daemon_stdout_file: Option<PathBuf>,
+
+    /// Where the daemon's standard error, and so its logs, go (with --daemon; default:
+    /// discarded).
+    #[arg(long, env = "KUBEWARDEN_DAEMON_STDERR_FILE")]
+    pub daemon_stderr_file: Option<PathBuf>,
+
+    /// Upstream's CPU and heap profiling endpoints (`/debug/pprof/{cpu,heap}`). Accepted, but
+    /// this build has no in-process profiler: the endpoints answer 501 saying so (profile the
+    /// process from outside, e.g. `perf record -p <pid>`).
+    #[arg(long, env = "KUBEWARDEN_ENABLE_PPROF", value_parser = FalseyValueParser::new())]
+    pub enable_pprof: bool,
+
     /// Upstream's switch for serving despite policy errors; this is the default here.
     #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS", hide = true, value_parser = FalseyValueParser::new())]
     pub continue_on_errors: bool,

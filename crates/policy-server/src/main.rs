@@ -35,8 +35,38 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// Forks into the background for `--daemon`, before any thread exists (the async runtime is
+/// built afterwards), as upstream does.
+fn daemonize(cli: &Cli) -> Result<(), String> {
+    let output =
+        |path: &Option<std::path::PathBuf>, what: &str| -> Result<daemonize::Stdio, String> {
+            match path {
+                Some(path) => std::fs::File::create(path)
+                    .map(daemonize::Stdio::from)
+                    .map_err(|e| format!("--daemon-{what}-file {}: {e}", path.display())),
+                None => Ok(daemonize::Stdio::devnull()),
+            }
+        };
+    let working_directory =
+        std::env::current_dir().map_err(|e| format!("the working directory: {e}"))?;
+    daemonize::Daemonize::new()
+        .pid_file(&cli.daemon_pid_file)
+        // Relative paths in the flags keep meaning what they meant.
+        .working_directory(working_directory)
+        .stdout(output(&cli.daemon_stdout_file, "stdout")?)
+        .stderr(output(&cli.daemon_stderr_file, "stderr")?)
+        .start()
+        .map_err(|e| format!("--daemon: {e}"))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if cli.daemon
+        && let Err(err) = daemonize(&cli)
+    {
+        eprintln!("policy-server: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
     init_logging(&cli);
     // reqwest and oci-client use rustls without choosing a provider; we use ring throughout.
     let _ = rustls::crypto::ring::default_provider().install_default();

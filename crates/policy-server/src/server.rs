@@ -47,6 +47,15 @@ async fn readiness_probe(State(readiness): State<Arc<Readiness>>) -> StatusCode 
     }
 }
 
+/// Upstream's pprof endpoints, refused with the reason.
+async fn no_profiler() -> (StatusCode, &'static str) {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        "this policy-server has no in-process profiler (--enable-pprof is accepted for \
+         compatibility); profile the process from outside, e.g. `perf record -g -p <pid>`\n",
+    )
+}
+
 /// `GET /status`: every policy's load state once loading has finished (`loaded: false` and no
 /// policies before). Always 200: a policy that failed is news, not an error of this endpoint.
 async fn load_status(State(readiness): State<Arc<Readiness>>) -> Json<PolicyServerLoadStatus> {
@@ -134,6 +143,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         .route("/readiness", get(readiness_probe))
         .route(STATUS_PATH, get(load_status))
         .with_state(readiness.clone());
+    let readiness_app = if cli.enable_pprof {
+        tracing::warn!(
+            "--enable-pprof: this build has no in-process profiler; /debug/pprof/cpu and /debug/pprof/heap answer 501"
+        );
+        readiness_app
+            .route("/debug/pprof/cpu", get(no_profiler))
+            .route("/debug/pprof/heap", get(no_profiler))
+    } else {
+        readiness_app
+    };
     let mut servers = tokio::task::JoinSet::new();
     let readiness_address = SocketAddr::new(cli.addr, cli.readiness_probe_port);
     servers.spawn(serve_plain(

@@ -487,3 +487,45 @@ fn metrics_count_and_time_evaluations_with_upstream_labels() {
         );
     }
 }
+
+#[test]
+fn daemon_mode_detaches_and_pprof_is_refused_with_the_reason() {
+    let (dir, _pki) = setup("daemon");
+    let readiness = free_port();
+    let pid_file = dir.join("policy-server.pid");
+    let status = Command::new(env!("CARGO_BIN_EXE_policy-server"))
+        .current_dir(&dir)
+        .arg("--policies")
+        .arg(policies_yml(&dir))
+        .args(["--addr", "127.0.0.1", "--port", &free_port().to_string()])
+        .args(["--readiness-probe-port", &readiness.to_string()])
+        .args(["--daemon", "--daemon-stderr-file", "daemon.log"])
+        .arg("--daemon-pid-file")
+        .arg(&pid_file)
+        .arg("--enable-pprof")
+        .status()
+        .expect("starts");
+    // The parent returns at once; the detached child serves.
+    assert!(status.success(), "{status}");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file");
+    let pid = pid.trim().to_string();
+    let get = |path: &str| {
+        let output = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{readiness}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !get("/readiness").ends_with("200") {
+        assert!(Instant::now() < deadline, "the daemon never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let profile = get("/debug/pprof/cpu");
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(profile.ends_with("501"), "{profile}");
+    assert!(profile.contains("no in-process profiler"), "{profile}");
+    let log = std::fs::read_to_string(dir.join("daemon.log")).expect("the daemon's log");
+    assert!(log.contains("policies loaded"), "{log}");
+}
