@@ -75,9 +75,17 @@ fn url_host(url: &str) -> &str {
     rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }
 
-/// Credentials from a Docker `config.json`, by registry host.
+/// Credentials from a Docker `config.json`: `auths` entries by registry host, and the
+/// credential helpers it names (`credHelpers` per registry, `credsStore` for the rest), which
+/// are asked as Docker asks them: `docker-credential-<name> get` with the server on stdin.
 #[derive(Debug, Default, Clone)]
-pub struct DockerCredentials(HashMap<String, (String, String)>);
+pub struct DockerCredentials {
+    auths: HashMap<String, (String, String)>,
+    helpers: HashMap<String, String>,
+    store: Option<String>,
+    /// Where helpers are looked for; `None`: `PATH`, as Docker does.
+    helper_dir: Option<PathBuf>,
+}
 
 impl DockerCredentials {
     /// Reads `<dir>/config.json` (the layout of `DOCKER_CONFIG`).
@@ -87,7 +95,7 @@ impl DockerCredentials {
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         let config: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
-        let mut credentials = HashMap::new();
+        let mut auths = HashMap::new();
         for (registry, entry) in config["auths"].as_object().into_iter().flatten() {
             let pair = if let Some(auth) = entry["auth"].as_str() {
                 let decoded = base64::engine::general_purpose::STANDARD
@@ -110,9 +118,26 @@ impl DockerCredentials {
             } else {
                 continue;
             };
-            credentials.insert(url_host(registry).to_string(), pair);
+            auths.insert(url_host(registry).to_string(), pair);
         }
-        Ok(DockerCredentials(credentials))
+        let helpers = config["credHelpers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(registry, helper)| {
+                Some((url_host(registry).to_string(), helper.as_str()?.to_string()))
+            })
+            .collect();
+        let store = config["credsStore"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        Ok(DockerCredentials {
+            auths,
+            helpers,
+            store,
+            helper_dir: None,
+        })
     }
 
     fn auth_for(&self, registry: &str) -> RegistryAuth {
@@ -121,9 +146,77 @@ impl DockerCredentials {
         } else {
             registry
         };
-        match self.0.get(key).or_else(|| self.0.get(registry)) {
+        let helper = self
+            .helpers
+            .get(key)
+            .or_else(|| self.helpers.get(registry))
+            .or(self.store.as_ref());
+        if let Some(helper) = helper {
+            // Docker keeps Docker Hub's credentials under its v1 URL.
+            let server = if key == "index.docker.io" {
+                "https://index.docker.io/v1/"
+            } else {
+                key
+            };
+            match self.ask_helper(helper, server) {
+                Ok(Some((user, secret))) => return RegistryAuth::Basic(user, secret),
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(registry, helper, %reason, "credential helper failed; trying without it")
+                }
+            }
+        }
+        match self.auths.get(key).or_else(|| self.auths.get(registry)) {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
             None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// Runs `docker-credential-<helper> get`: `Ok(None)` when it has nothing for `server`.
+    fn ask_helper(&self, helper: &str, server: &str) -> Result<Option<(String, String)>, String> {
+        use std::io::Write;
+        let program = format!("docker-credential-{helper}");
+        let program = match &self.helper_dir {
+            Some(dir) => dir.join(&program),
+            None => PathBuf::from(&program),
+        };
+        let mut child = std::process::Command::new(&program)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", program.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(server.as_bytes())
+                .map_err(|e| format!("writing to {}: {e}", program.display()))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("running {}: {e}", program.display()))?;
+        if !output.status.success() {
+            let said = String::from_utf8_lossy(&output.stdout);
+            let said = said.trim();
+            // The helper protocol's answer for an unknown server.
+            if said.contains("credentials not found") {
+                return Ok(None);
+            }
+            return Err(format!(
+                "{} exited with {}: {said} {}",
+                program.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("{} answered no JSON: {e}", program.display()))?;
+        match (answer["Username"].as_str(), answer["Secret"].as_str()) {
+            (Some(user), Some(secret)) => Ok(Some((user.to_string(), secret.to_string()))),
+            _ => Err(format!(
+                "{} answered without Username and Secret",
+                program.display()
+            )),
         }
     }
 }
@@ -402,6 +495,55 @@ mod tests {
         );
         assert!(matches!(
             credentials.auth_for("ghcr.io"),
+            RegistryAuth::Anonymous
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn docker_credential_helpers() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("docker-helpers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // A helper speaking Docker's protocol: the server on stdin, JSON or "not found" out.
+        let helper = |name: &str, user: &str| {
+            let path = dir.join(format!("docker-credential-{name}"));
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\nread server\ncase \"$server\" in\n  ghcr.io|registry.local:5000|https://index.docker.io/v1/) echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"{user}\",\"Secret\":\"s-'$server'\"}}' ;;\n  *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac\n"
+                ),
+            )
+            .expect("helper");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        helper("per-registry", "helper-user");
+        helper("store", "store-user");
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:secret");
+        std::fs::write(
+            dir.join("config.json"),
+            format!(
+                r#"{{"auths": {{"other.local": {{"auth": "{auth}"}}}}, "credHelpers": {{"ghcr.io": "per-registry", "broken.local": "missing"}}, "credsStore": "store"}}"#
+            ),
+        )
+        .expect("config");
+        let mut credentials = DockerCredentials::read(&dir).expect("reads");
+        credentials.helper_dir = Some(dir.clone());
+        assert!(
+            matches!(credentials.auth_for("ghcr.io"), RegistryAuth::Basic(u, p) if u == "helper-user" && p == "s-ghcr.io")
+        );
+        assert!(
+            matches!(credentials.auth_for("registry.local:5000"), RegistryAuth::Basic(u, _) if u == "store-user")
+        );
+        assert!(
+            matches!(credentials.auth_for("docker.io"), RegistryAuth::Basic(_, p) if p == "s-https://index.docker.io/v1/")
+        );
+        // Nothing in the store: the config's own entry; a helper that cannot run: the same.
+        assert!(
+            matches!(credentials.auth_for("other.local"), RegistryAuth::Basic(u, _) if u == "alice")
+        );
+        assert!(matches!(
+            credentials.auth_for("broken.local"),
             RegistryAuth::Anonymous
         ));
         let _ = std::fs::remove_dir_all(&dir);

@@ -167,3 +167,118 @@ fn policies_downloaded_over_https() {
         "{missing}"
     );
 }
+
+/// A forward HTTP proxy: logs each connection's first request line, then relays the bytes to
+/// the host the absolute-form URL names (the registry and the file server accept such lines).
+fn start_forward_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+    let port = listener.local_addr().expect("address").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().expect("clone"));
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                if let Ok(mut seen) = log.lock() {
+                    seen.push(line.trim().to_string());
+                }
+                // `GET http://host:port/path HTTP/1.1`
+                let target = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|url| url.strip_prefix("http://"))
+                    .and_then(|rest| rest.split('/').next())
+                    .map(str::to_string);
+                let Some(target) = target else { return };
+                let Ok(mut upstream) = TcpStream::connect(&target) else {
+                    return;
+                };
+                let _ = upstream.write_all(line.as_bytes());
+                let buffered = reader.buffer().to_vec();
+                let _ = upstream.write_all(&buffered);
+                let mut from_upstream = upstream.try_clone().expect("clone");
+                let mut to_client = client.try_clone().expect("clone");
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_upstream, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let mut from_client = client;
+                let _ = std::io::copy(&mut from_client, &mut upstream);
+                let _ = upstream.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn downloads_go_through_the_proxy_the_environment_names() {
+    let (dir, _pki) = setup("proxy");
+    let Some(registry) = start_registry(&dir, None) else {
+        return;
+    };
+    let reference = push(
+        &registry,
+        "policies/reject-by-label",
+        "reject-by-label",
+        None,
+    );
+    let (proxy_port, seen) = start_forward_proxy();
+    // One registry under two names: as 127.0.0.1 it goes through the proxy, as localhost
+    // (in NO_PROXY) it does not.
+    let proxied = reference.replace("localhost:", "127.0.0.1:");
+    let sources = write(
+        &dir,
+        "sources.yml",
+        &format!(
+            "insecure_sources: [\"localhost:{port}\", \"127.0.0.1:{port}\"]\n",
+            port = registry.port
+        ),
+    );
+    let policies = write(
+        &dir,
+        "proxied.yml",
+        &format!(
+            "through-proxy:\n  module: registry://{proxied}\n  settings: {{denied_labels: [forbidden]}}\ndirect:\n  module: registry://{reference}\n  settings: {{denied_labels: [forbidden]}}\n"
+        ),
+    );
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let sources_arg = sources.display().to_string();
+    let server = start_with_env(
+        &dir,
+        &policies,
+        None,
+        &["--sources-path", &sources_arg],
+        None,
+        &[
+            ("HTTP_PROXY", &proxy),
+            ("HTTPS_PROXY", &proxy),
+            ("NO_PROXY", "localhost"),
+        ],
+    );
+    let ca = dir.join("ca.crt");
+    for policy in ["through-proxy", "direct"] {
+        assert_eq!(
+            verdict(&server, &ca, policy, json!({"forbidden": "1"}))["allowed"],
+            false,
+            "{policy} loaded"
+        );
+    }
+    let seen = seen.lock().expect("log").clone();
+    let registry_host = format!("127.0.0.1:{}", registry.port);
+    assert!(
+        seen.iter().any(|line| line.contains(&registry_host)),
+        "the proxied registry was reached through the proxy: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|line| line.contains("localhost")),
+        "NO_PROXY hosts are reached directly: {seen:?}"
+    );
+}

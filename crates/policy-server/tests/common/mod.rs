@@ -144,6 +144,18 @@ pub fn start_with_kubeconfig(
     extra: &[&str],
     kubeconfig: Option<&Path>,
 ) -> Server {
+    start_with_env(dir, policies, client_ca, extra, kubeconfig, &[])
+}
+
+/// As [`start_with_kubeconfig`], with extra environment variables for the server.
+pub fn start_with_env(
+    dir: &Path,
+    policies: &Path,
+    client_ca: Option<&Path>,
+    extra: &[&str],
+    kubeconfig: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Server {
     let port = free_port();
     let readiness = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_policy-server"));
@@ -175,6 +187,7 @@ pub fn start_with_kubeconfig(
     if let Some(kubeconfig) = kubeconfig {
         command.env("KUBECONFIG", kubeconfig);
     }
+    command.envs(env.iter().copied());
     let child = command.spawn().expect("policy-server starts");
     let mut server = Server {
         child,
