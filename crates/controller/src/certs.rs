@@ -1,6 +1,11 @@
 //! The certificate authority that signs policy-server certificates, and the checks that decide
 //! when a certificate must be replaced. Pure: time is a parameter, nothing touches the cluster.
 
+use std::collections::BTreeMap;
+
+use api_types::naming;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
@@ -51,6 +56,30 @@ impl std::fmt::Debug for CertificateAuthority {
 pub struct IssuedCertificate {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl IssuedCertificate {
+    /// The certificate stored in a Secret's `tls.crt` and `tls.key`, when both are there.
+    pub fn from_secret(secret: &Secret) -> Option<Self> {
+        Some(IssuedCertificate {
+            cert_pem: crate::ca::secret_text(secret, naming::TLS_CERT_KEY)?,
+            key_pem: crate::ca::secret_text(secret, naming::TLS_KEY_KEY)?,
+        })
+    }
+
+    /// `tls.crt` and `tls.key` for a Secret's data.
+    pub fn secret_data(&self) -> BTreeMap<String, ByteString> {
+        BTreeMap::from([
+            (
+                naming::TLS_CERT_KEY.to_string(),
+                ByteString(self.cert_pem.clone().into_bytes()),
+            ),
+            (
+                naming::TLS_KEY_KEY.to_string(),
+                ByteString(self.key_pem.clone().into_bytes()),
+            ),
+        ])
+    }
 }
 
 impl CertificateAuthority {

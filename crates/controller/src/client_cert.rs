@@ -8,13 +8,12 @@
 use std::collections::BTreeMap;
 
 use api_types::naming::{self, labels};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use time::OffsetDateTime;
 
-use crate::ca::{self, secret_text};
+use crate::ca;
 use crate::certs::IssuedCertificate;
 use crate::context::{Context, apply};
 use crate::error::{Error, KubeResultExt};
@@ -32,7 +31,7 @@ pub async fn ensure(ctx: &Context, now: OffsetDateTime) -> Result<bool, Error> {
         .get_opt(name)
         .await
         .context(|| format!("reading Secret {name}"))?;
-    let problem = match existing.as_ref().and_then(stored_certificate) {
+    let problem = match existing.as_ref().and_then(IssuedCertificate::from_secret) {
         None => "there is none".to_string(),
         Some(cert) => match ca.authority.client_certificate_problem(
             &cert,
@@ -55,13 +54,6 @@ pub async fn ensure(ctx: &Context, now: OffsetDateTime) -> Result<bool, Error> {
     Ok(true)
 }
 
-fn stored_certificate(secret: &Secret) -> Option<IssuedCertificate> {
-    Some(IssuedCertificate {
-        cert_pem: secret_text(secret, naming::TLS_CERT_KEY)?,
-        key_pem: secret_text(secret, naming::TLS_KEY_KEY)?,
-    })
-}
-
 fn desired_secret(namespace: &str, cert: &IssuedCertificate) -> Secret {
     Secret {
         metadata: ObjectMeta {
@@ -77,16 +69,7 @@ fn desired_secret(namespace: &str, cert: &IssuedCertificate) -> Secret {
             ..ObjectMeta::default()
         },
         type_: Some("kubernetes.io/tls".to_string()),
-        data: Some(BTreeMap::from([
-            (
-                naming::TLS_CERT_KEY.to_string(),
-                ByteString(cert.cert_pem.as_bytes().to_vec()),
-            ),
-            (
-                naming::TLS_KEY_KEY.to_string(),
-                ByteString(cert.key_pem.as_bytes().to_vec()),
-            ),
-        ])),
+        data: Some(cert.secret_data()),
         ..Secret::default()
     }
 }
@@ -107,7 +90,7 @@ mod tests {
             secret.metadata.name.as_deref(),
             Some("kubewarden-audit-scanner-client-cert")
         );
-        assert_eq!(stored_certificate(&secret), Some(cert));
-        assert_eq!(stored_certificate(&Secret::default()), None);
+        assert_eq!(IssuedCertificate::from_secret(&secret), Some(cert));
+        assert_eq!(IssuedCertificate::from_secret(&Secret::default()), None);
     }
 }

@@ -7,7 +7,6 @@ use api_types::config::{PoliciesConfig, SourcesConfig};
 use api_types::crd::PolicyServer;
 use api_types::defaults;
 use api_types::naming::{self, annotations, labels};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -142,16 +141,7 @@ pub fn desired_secret(ps: &PolicyServer, options: &Options, cert: &IssuedCertifi
     Secret {
         metadata: meta,
         type_: Some("Opaque".to_string()),
-        data: Some(BTreeMap::from([
-            (
-                naming::TLS_CERT_KEY.to_string(),
-                ByteString(cert.cert_pem.clone().into_bytes()),
-            ),
-            (
-                naming::TLS_KEY_KEY.to_string(),
-                ByteString(cert.key_pem.clone().into_bytes()),
-            ),
-        ])),
+        data: Some(cert.secret_data()),
         ..Secret::default()
     }
 }

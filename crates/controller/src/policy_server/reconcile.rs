@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_types::crd::PolicyServer;
-use api_types::naming::{self, annotations, labels};
+use api_types::naming::{annotations, labels};
 use api_types::validation::{self, Violation};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -216,13 +216,6 @@ pub fn pods_created_condition(deployment: &Deployment) -> NewCondition {
 
 pub const REASON_PODS_REFUSED: &str = "FailedCreate";
 
-fn stored_certificate(secret: &Secret) -> Option<IssuedCertificate> {
-    Some(IssuedCertificate {
-        cert_pem: ca::secret_text(secret, naming::TLS_CERT_KEY)?,
-        key_pem: ca::secret_text(secret, naming::TLS_KEY_KEY)?,
-    })
-}
-
 /// Keeps the serving certificate while it is sound, issues a new one otherwise.
 async fn reconcile_secret(ps: &PolicyServer, ctx: &Context) -> Result<(), Error> {
     let ca = ca::ensure(ctx).await?;
@@ -242,7 +235,7 @@ async fn reconcile_secret(ps: &PolicyServer, ctx: &Context) -> Result<(), Error>
     });
     let reusable = existing
         .as_ref()
-        .and_then(stored_certificate)
+        .and_then(IssuedCertificate::from_secret)
         .filter(|_| current_format)
         .and_then(|cert| {
             match ca.authority.server_certificate_problem(&cert, &dns_name, now) {
