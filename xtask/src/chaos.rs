@@ -31,6 +31,9 @@ struct Fault {
     behaviour: &'static str,
     expected: &'static str,
     limit: Duration,
+    /// The policy's `timeoutEvalSeconds`. The allocating policy gets more than the looping
+    /// one, so that on a busy machine its memory limit, not the clock, is what stops it.
+    timeout_eval_seconds: u32,
 }
 
 const FAULTS: &[Fault] = &[
@@ -40,6 +43,7 @@ const FAULTS: &[Fault] = &[
         behaviour: "loop",
         expected: "Policy execution interrupted because it exceeded the allowed execution time",
         limit: Duration::from_millis(1_700),
+        timeout_eval_seconds: 1,
     },
     Fault {
         id: "allocates",
@@ -47,6 +51,7 @@ const FAULTS: &[Fault] = &[
         behaviour: "allocate",
         expected: "exceeded its memory limit",
         limit: Duration::from_secs(3),
+        timeout_eval_seconds: 2,
     },
     Fault {
         id: "traps",
@@ -54,6 +59,7 @@ const FAULTS: &[Fault] = &[
         behaviour: "trap",
         expected: "the policy trapped",
         limit: Duration::from_millis(500),
+        timeout_eval_seconds: 1,
     },
     Fault {
         id: "overflows-its-stack",
@@ -61,6 +67,7 @@ const FAULTS: &[Fault] = &[
         behaviour: "recurse",
         expected: "overflowed its stack",
         limit: Duration::from_millis(500),
+        timeout_eval_seconds: 1,
     },
 ];
 
@@ -71,6 +78,7 @@ const DOWNLOAD_FAULT: Fault = Fault {
     behaviour: "",
     expected: "the download broke off",
     limit: Duration::from_millis(500),
+    timeout_eval_seconds: 1,
 };
 
 /// What happened to one hostile policy during the run.
@@ -207,7 +215,8 @@ fn write_policies(root: &Path, dir: &Path, download_port: u16) -> Result<PathBuf
     for fault in FAULTS {
         policies.insert(
             fault.id.into(),
-            serde_json::json!({"module": module("hostile.wasm"), "timeoutEvalSeconds": 1,
+            serde_json::json!({"module": module("hostile.wasm"),
+                "timeoutEvalSeconds": fault.timeout_eval_seconds,
                 "settings": {"behaviour": fault.behaviour}}),
         );
     }
