@@ -52,10 +52,19 @@ impl std::fmt::Debug for CertificateAuthority {
 }
 
 /// A certificate the CA issued and its key, both PEM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCertificate {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for IssuedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("IssuedCertificate")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IssuedCertificate {

@@ -7,13 +7,10 @@
 use std::time::{Duration, Instant};
 
 use api_types::crd::PolicyServer;
-use api_types::naming::labels;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
+use crate::context::delete_if_exists;
 use crate::error::{Error, KubeResultExt};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -24,37 +21,29 @@ pub enum CleanupError {
     #[error(transparent)]
     Kube(#[from] Error),
     #[error(
-        "after {waited:?} these are still there: {left}; is the controller running? (it removes the PolicyServers' finalizers and the policies' webhooks)"
+        "after {waited:?} these PolicyServers are still there: {left}; is the controller running? (it removes their policies' webhooks, then their finalizers)"
     )]
     TimedOut { waited: Duration, left: String },
 }
 
-/// Deletes every PolicyServer, then waits up to `timeout` until none is left and no webhook
-/// configuration labelled `app.kubernetes.io/part-of=kubewarden` remains.
+/// Deletes every PolicyServer, then waits up to `timeout` until none is left. A PolicyServer's
+/// finalizer is released only once the webhooks of its policies are gone, so that is all it
+/// needs to wait for (other Kubewarden installs' webhooks are not its business).
 pub async fn run(client: Client, timeout: Duration) -> Result<(), CleanupError> {
     let servers: Api<PolicyServer> = Api::all(client.clone());
-    for server in servers
-        .list(&ListParams::default())
-        .await
-        .context(|| "listing PolicyServers".to_string())?
-    {
-        let name = server.name_any();
-        match servers.delete(&name, &DeleteParams::background()).await {
-            // Deleted meanwhile (by the defaults chart's uninstall, say).
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            deleted => {
-                deleted.context(|| format!("deleting PolicyServer {name}"))?;
-                tracing::info!(policy_server = %name, "deleting");
-            }
+    for name in names(&servers).await? {
+        // Gone meanwhile (by the defaults chart's uninstall, say) counts as deleted.
+        if delete_if_exists(&servers, &name).await? {
+            tracing::info!(policy_server = %name, "deleting");
         }
     }
     let started = Instant::now();
     loop {
-        let left = leftovers(&client).await?;
+        let left = names(&servers).await?;
         if left.is_empty() {
             tracing::info!(
                 waited = ?started.elapsed(),
-                "every PolicyServer and policy webhook is gone"
+                "every PolicyServer is gone, and with them their policies' webhooks"
             );
             return Ok(());
         }
@@ -69,36 +58,12 @@ pub async fn run(client: Client, timeout: Duration) -> Result<(), CleanupError> 
     }
 }
 
-/// PolicyServers and Kubewarden webhook configurations that still exist, named by kind.
-async fn leftovers(client: &Client) -> Result<Vec<String>, Error> {
-    let all = ListParams::default();
-    let ours = ListParams::default().labels(&format!(
-        "{}={}",
-        labels::PART_OF,
-        labels::PART_OF_KUBEWARDEN
-    ));
-    let mut left: Vec<String> = Api::<PolicyServer>::all(client.clone())
-        .list(&all)
+async fn names(servers: &Api<PolicyServer>) -> Result<Vec<String>, Error> {
+    Ok(servers
+        .list(&ListParams::default())
         .await
         .context(|| "listing PolicyServers".to_string())?
         .iter()
-        .map(|s| format!("PolicyServer {}", s.name_any()))
-        .collect();
-    left.extend(
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .list(&ours)
-            .await
-            .context(|| "listing ValidatingWebhookConfigurations".to_string())?
-            .iter()
-            .map(|w| format!("ValidatingWebhookConfiguration {}", w.name_any())),
-    );
-    left.extend(
-        Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .list(&ours)
-            .await
-            .context(|| "listing MutatingWebhookConfigurations".to_string())?
-            .iter()
-            .map(|w| format!("MutatingWebhookConfiguration {}", w.name_any())),
-    );
-    Ok(left)
+        .map(ResourceExt::name_any)
+        .collect())
 }

@@ -14,6 +14,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, KubeResultExt};
 use crate::metrics::Metrics;
 use crate::options::Options;
+use crate::policy::load_status::LoadStatusCache;
 
 /// Field manager of everything the controller applies.
 pub const FIELD_MANAGER: &str = "kubewarden-controller";
@@ -25,6 +26,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub backoff: Arc<Backoff>,
+    /// What the policy-servers said about loading their policies.
+    pub load_status: Arc<LoadStatusCache>,
 }
 
 impl Debug for Context {

@@ -33,8 +33,10 @@ use crate::error::Error;
 use crate::policy::{Policy, policy_server_of};
 use crate::{policy, policy_server};
 
-/// How often the CA is checked for renewal.
-pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the CA and the audit-scanner's client certificate are checked (two reads): often
+/// enough that a client certificate Secret removed by an upgrade from upstream's chart, which
+/// made it, is back before the next audit.
+pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Runs every controller until one of them stops (they only stop when their watches end).
 pub async fn run(ctx: Arc<Context>) {

@@ -48,6 +48,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<Metrics>) {
         options: Arc::new(options),
         metrics,
         backoff: Arc::new(backoff::Backoff::default()),
+        load_status: Arc::default(),
     });
     controllers::run(ctx).await;
 }

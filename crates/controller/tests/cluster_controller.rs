@@ -574,7 +574,6 @@ async fn lifecycle(cluster: &TestCluster, expiring_ca: &str) {
     .expect("finalizers released");
 }
 
-/// Returns the name of the PolicyServer left running in host network mode.
 /// A PolicyServer without `replicas` leaves the Deployment's scale to an autoscaler: what a
 /// HorizontalPodAutoscaler writes through the scale subresource stays across reconciles.
 async fn leaves_scaling_to_an_autoscaler(cluster: &TestCluster) {
@@ -637,6 +636,7 @@ async fn leaves_scaling_to_an_autoscaler(cluster: &TestCluster) {
     delete_policy_server(cluster, &name).await;
 }
 
+/// Returns the name of the PolicyServer left running in host network mode.
 async fn host_network_conflicts(cluster: &TestCluster) -> String {
     let servers = cluster.cluster_wide::<PolicyServer>();
     let deployments = cluster.namespaced::<Deployment>();

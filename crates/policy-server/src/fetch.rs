@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use api_types::config::{SourceAuthority, SourcesConfig};
 use base64::Engine as _;
@@ -78,13 +79,38 @@ fn url_host(url: &str) -> &str {
 /// Credentials from a Docker `config.json`: `auths` entries by registry host, and the
 /// credential helpers it names (`credHelpers` per registry, `credsStore` for the rest), which
 /// are asked as Docker asks them: `docker-credential-<name> get` with the server on stdin.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct DockerCredentials {
     auths: HashMap<String, (String, String)>,
     helpers: HashMap<String, String>,
     store: Option<String>,
     /// Where helpers are looked for; `None`: `PATH`, as Docker does.
     helper_dir: Option<PathBuf>,
+    /// Helper answers by server, for [`HELPER_ANSWER_TTL`]: registry host capabilities ask on
+    /// every request.
+    helper_answers: Arc<Mutex<HelperAnswers>>,
+}
+
+/// Credential helper answers (user and secret, or none) by helper and server, with when they
+/// came.
+type HelperAnswers = HashMap<String, (Instant, Option<(String, String)>)>;
+
+/// How long a credential helper's answer is reused.
+const HELPER_ANSWER_TTL: Duration = Duration::from_secs(60);
+/// How long a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl std::fmt::Debug for DockerCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Registries and helpers only, never a password.
+        let mut registries: Vec<&String> = self.auths.keys().collect();
+        registries.sort();
+        f.debug_struct("DockerCredentials")
+            .field("auths", &registries)
+            .field("helpers", &self.helpers)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DockerCredentials {
@@ -137,6 +163,7 @@ impl DockerCredentials {
             helpers,
             store,
             helper_dir: None,
+            helper_answers: Arc::default(),
         })
     }
 
@@ -158,7 +185,7 @@ impl DockerCredentials {
             } else {
                 key
             };
-            match self.ask_helper(helper, server) {
+            match self.cached_helper_answer(helper, server) {
                 Ok(Some((user, secret))) => return RegistryAuth::Basic(user, secret),
                 Ok(None) => {}
                 Err(reason) => {
@@ -172,9 +199,39 @@ impl DockerCredentials {
         }
     }
 
+    fn cached_helper_answer(
+        &self,
+        helper: &str,
+        server: &str,
+    ) -> Result<Option<(String, String)>, String> {
+        let key = format!("{helper}\n{server}");
+        let cached = self
+            .lock_helper_answers()
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < HELPER_ANSWER_TTL)
+            .map(|(_, answer)| answer.clone());
+        if let Some(answer) = cached {
+            return Ok(answer);
+        }
+        let answer = self.ask_helper(helper, server)?;
+        self.lock_helper_answers()
+            .insert(key, (Instant::now(), answer.clone()));
+        Ok(answer)
+    }
+
+    fn lock_helper_answers(&self) -> std::sync::MutexGuard<'_, HelperAnswers> {
+        // A poisoned map only holds answers that expire anyway.
+        self.helper_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `docker-credential-<helper> get`: `Ok(None)` when it has nothing for `server`.
     fn ask_helper(&self, helper: &str, server: &str) -> Result<Option<(String, String)>, String> {
         use std::io::Write;
+        if helper.contains('/') || helper.is_empty() {
+            return Err(format!("{helper:?} is not a credential helper name"));
+        }
         let program = format!("docker-credential-{helper}");
         let program = match &self.helper_dir {
             Some(dir) => dir.join(&program),
@@ -191,6 +248,23 @@ impl DockerCredentials {
             stdin
                 .write_all(server.as_bytes())
                 .map_err(|e| format!("writing to {}: {e}", program.display()))?;
+        }
+        // Its answer is a few hundred bytes: the pipes hold it while it is waited for.
+        let started = Instant::now();
+        while child
+            .try_wait()
+            .map_err(|e| format!("running {}: {e}", program.display()))?
+            .is_none()
+        {
+            if started.elapsed() > HELPER_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} gave no answer within {HELPER_TIMEOUT:?}",
+                    program.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         let output = child
             .wait_with_output()

@@ -2,6 +2,8 @@
 //! readiness port), so a policy whose module cannot be fetched or whose settings are invalid
 //! says so on its own status instead of only rejecting every request with code 500.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api_types::load_status::{PolicyLoadStatus, PolicyServerLoadStatus, STATUS_PATH};
@@ -16,13 +18,59 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bodies larger than this are not a policy-server's status.
 const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// The policy `unique_name`'s load state as the first of `pods` that answers reports it (every
-/// pod of the latest ReplicaSet serves the same configuration), or why none could tell.
-pub async fn fetch(
-    pods: &[Pod],
-    readiness_port: i32,
-    unique_name: &str,
-) -> Result<PolicyLoadStatus, String> {
+/// The load status each PolicyServer's current pods reported. A pod's load state never changes
+/// (policies load once, at start-up), so an answer holds until the set of pods changes: one
+/// request per rollout, not one per policy reconciliation.
+#[derive(Debug, Default)]
+pub struct LoadStatusCache {
+    by_policy_server: Mutex<HashMap<String, (String, Arc<PolicyServerLoadStatus>)>>,
+}
+
+impl LoadStatusCache {
+    /// The load state of `unique_name` on PolicyServer `policy_server`, whose current pods are
+    /// `pods` (all of the latest ReplicaSet, Ready), or why it cannot be told.
+    pub async fn policy_status(
+        &self,
+        policy_server: &str,
+        pods: &[Pod],
+        readiness_port: i32,
+        unique_name: &str,
+    ) -> Result<PolicyLoadStatus, String> {
+        let mut uids: Vec<&str> = pods
+            .iter()
+            .filter_map(|pod| pod.metadata.uid.as_deref())
+            .collect();
+        uids.sort_unstable();
+        let key = format!("{readiness_port}/{}", uids.join(","));
+        let cached = self.lock().get(policy_server).cloned();
+        let status = match cached {
+            Some((cached_key, status)) if cached_key == key => status,
+            _ => {
+                let status = Arc::new(fetch(pods, readiness_port).await?);
+                self.lock()
+                    .insert(policy_server.to_string(), (key, status.clone()));
+                status
+            }
+        };
+        status.policies.get(unique_name).cloned().ok_or_else(|| {
+            "the policy-server's status does not list the policy (an older policy-server?)"
+                .to_string()
+        })
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, Arc<PolicyServerLoadStatus>)>> {
+        // A poisoned map only holds answers; they stay valid.
+        self.by_policy_server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The load status the first of `pods` that has finished loading reports (every pod of the
+/// latest ReplicaSet serves the same configuration), or why none could tell.
+async fn fetch(pods: &[Pod], readiness_port: i32) -> Result<PolicyServerLoadStatus, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut failures = Vec::new();
     for ip in pods
@@ -31,12 +79,8 @@ pub async fn fetch(
     {
         let url = format!("http://{ip}:{readiness_port}{STATUS_PATH}");
         match tokio::time::timeout(ANSWER_TIMEOUT, get(&client, &url)).await {
-            Ok(Ok(status)) if !status.loaded => failures.push(format!("{url}: still loading")),
-            Ok(Ok(mut status)) => {
-                return status.policies.remove(unique_name).ok_or_else(|| {
-                    format!("{url} does not list the policy (an older policy-server?)")
-                });
-            }
+            Ok(Ok(status)) if status.loaded => return Ok(status),
+            Ok(Ok(_)) => failures.push(format!("{url}: still loading")),
             Ok(Err(err)) => failures.push(format!("{url}: {err}")),
             Err(_) => failures.push(format!("{url}: no answer within {ANSWER_TIMEOUT:?}")),
         }

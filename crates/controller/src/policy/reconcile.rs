@@ -18,7 +18,6 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::load_status;
 use super::reachability::{self, Observed};
 use super::webhook::{WebhookConfiguration, desired_webhook};
 use super::{Policy, policy_server_of, unique_name};
@@ -46,6 +45,8 @@ const ROLLOUT_POLL: Duration = Duration::from_secs(2);
 
 /// The status being built during one reconciliation.
 struct StatusUpdate {
+    /// The phase the policy had before this reconciliation.
+    previous_phase: Option<PolicyStatusPhase>,
     phase: PolicyStatusPhase,
     mode: ObservedPolicyMode,
     report: Vec<NewCondition>,
@@ -78,6 +79,7 @@ pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Arc<Context>) -> Result<A
 
     let previous = policy.policy_status().cloned().unwrap_or_default();
     let mut status = StatusUpdate {
+        previous_phase: previous.policy_status,
         phase: previous
             .policy_status
             .unwrap_or(PolicyStatusPhase::Unscheduled),
@@ -226,7 +228,15 @@ async fn decide<P: Policy>(
         "WebhookCreated",
         "The policy webhook has been created",
     );
-    let served = load_status::fetch(&pods, policy_server.spec.readiness_probe_port, unique).await;
+    let served = ctx
+        .load_status
+        .policy_status(
+            ps_name,
+            &pods,
+            policy_server.spec.readiness_probe_port,
+            unique,
+        )
+        .await;
     Ok(record_load_status(served, status))
 }
 
@@ -261,6 +271,10 @@ fn record_load_status(
             Action::await_change()
         }
         Err(why) => {
+            // A policy known not to load stays in error until a pod says otherwise.
+            if status.previous_phase == Some(PolicyStatusPhase::Error) {
+                status.phase = PolicyStatusPhase::Error;
+            }
             status.report.push(NewCondition::unknown(
                 condition::LOADED,
                 "LoadStatusUnavailable",
@@ -370,6 +384,7 @@ mod tests {
 
     fn update() -> StatusUpdate {
         StatusUpdate {
+            previous_phase: Some(PolicyStatusPhase::Active),
             phase: PolicyStatusPhase::Active,
             mode: ObservedPolicyMode::Protect,
             report: Vec::new(),
@@ -406,5 +421,11 @@ mod tests {
         assert_eq!(status.report[0].status, "Unknown");
         assert!(status.report[0].message.contains("connection refused"));
         assert_eq!(action, Action::requeue(LOAD_STATUS_RETRY));
+
+        // Known not to load: an unreadable status does not make it active again.
+        let mut status = update();
+        status.previous_phase = Some(PolicyStatusPhase::Error);
+        record_load_status(Err("timed out".into()), &mut status);
+        assert_eq!(status.phase, PolicyStatusPhase::Error);
     }
 }
