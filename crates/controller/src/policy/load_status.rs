@@ -36,15 +36,35 @@ impl LoadStatusCache {
         readiness_port: i32,
         unique_name: &str,
     ) -> Result<PolicyLoadStatus, String> {
-        let mut uids: Vec<&str> = pods
+        // A restarted container loads again: its restart count is part of the key.
+        let mut instances: Vec<String> = pods
             .iter()
-            .filter_map(|pod| pod.metadata.uid.as_deref())
+            .map(|pod| {
+                let restarts: i32 = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c.restart_count)
+                    .sum();
+                format!(
+                    "{}#{restarts}",
+                    pod.metadata.uid.as_deref().unwrap_or_default()
+                )
+            })
             .collect();
-        uids.sort_unstable();
-        let key = format!("{readiness_port}/{}", uids.join(","));
+        instances.sort_unstable();
+        let key = format!("{readiness_port}/{}", instances.join(","));
         let cached = self.lock().get(policy_server).cloned();
         let status = match cached {
-            Some((cached_key, status)) if cached_key == key => status,
+            // An answer without the policy may come from a process older than the config
+            // that added it: asked again.
+            Some((cached_key, status))
+                if cached_key == key && status.policies.contains_key(unique_name) =>
+            {
+                status
+            }
             _ => {
                 let status = Arc::new(fetch(pods, readiness_port).await?);
                 self.lock()
