@@ -48,12 +48,36 @@ pub struct LoadFailure {
 }
 
 impl LoadFailure {
+    /// The message goes to API clients (code-500 answers) and onto the policy's status, so
+    /// credentials in module URLs are masked.
     fn new(reason: LoadFailureReason, message: impl Into<String>) -> Self {
         LoadFailure {
             reason,
-            message: message.into(),
+            message: without_url_credentials(&message.into()),
         }
     }
+}
+
+/// `text` with the `user:password@` of every URL in it replaced by `***@`.
+fn without_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(credentials_end) => {
+                out.push_str("***");
+                rest = &after[credentials_end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl ServedPolicy {
@@ -299,4 +323,21 @@ pub fn load_policies(
         served.insert(id, policy);
     }
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_masked() {
+        assert_eq!(
+            without_url_credentials(
+                "cannot fetch https://alice:s3cret@example.com/p.wasm: 401; also http://h/x and registry://bob@r.io/p:v1"
+            ),
+            "cannot fetch https://***@example.com/p.wasm: 401; also http://h/x and registry://***@r.io/p:v1"
+        );
+        assert_eq!(without_url_credentials("no url here"), "no url here");
+        assert_eq!(without_url_credentials("a@b://"), "a@b://");
+    }
 }
