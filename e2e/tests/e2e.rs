@@ -338,6 +338,52 @@ async fn the_whole_journey() {
             .expect("deleted");
     }
 
+    step("a Gatekeeper policy answering an object admits, as upstream, and says so");
+    // The required-labels template built with its package as the entrypoint: its result is
+    // an object holding the violations, which upstream's policy-server reads as none.
+    let unread = unique_name("e2e-gatekeeper-package");
+    policies
+        .create(
+            &PostParams::default(),
+            &with_server(cluster_policy(
+                &unread,
+                &fixture_module("gatekeeper-required-labels-package"),
+                json!({"labels": [{"key": "e2e-owner"}]}),
+                &ns,
+                json!({}),
+            )),
+        )
+        .await
+        .expect("policy");
+    wait_active(&policies, &unread).await;
+    wait_until(
+        &format!("{unread}: PolicyResultUnderstood=False"),
+        WAIT,
+        || async {
+            let policy = serde_json::to_value(policies.get(&unread).await?)?;
+            let understood = policy["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "PolicyResultUnderstood")
+                .cloned()
+                .unwrap_or_default();
+            Ok(policy["status"]["policyStatus"] == "active"
+                && understood["status"] == "False"
+                && understood["reason"] == "GatekeeperResultNotAList"
+                && understood["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("members [violation]")))
+        },
+    )
+    .await
+    .expect("the result shape on the policy's status");
+    create_pod_until(&pods, json!({"app": "no-owner"}), None).await;
+    policies
+        .delete(&unread, &DeleteParams::default())
+        .await
+        .expect("deleted");
+
     step("monitor mode lets the request through and logs the decision");
     let monitor = unique_name("e2e-monitor");
     policies

@@ -33,12 +33,51 @@ const RUST_POLICIES: &[&str] = &[
 ];
 /// Go guests (WASI commands, `GOOS=wasip1`), by directory.
 const GO_POLICIES: &[&str] = &["wasi-go"];
-/// Rego policies, by directory, with the entrypoint `opa build` gets (it becomes id 0).
-const REGO_POLICIES: &[(&str, &str)] = &[
-    ("opa-reject-by-label", "policy/main"),
-    ("gatekeeper-reject-by-label", "k8sdeniedlabels/violation"),
-    ("opa-namespace-label", "policy/main"),
-    ("gatekeeper-namespace-label", "k8snamespacelabel/violation"),
+/// A Rego fixture: the module `opa build` makes of a directory with one entrypoint (it becomes
+/// id 0).
+struct RegoPolicy {
+    fixture: &'static str,
+    directory: &'static str,
+    entrypoint: &'static str,
+}
+
+const fn rego(
+    fixture: &'static str,
+    directory: &'static str,
+    entrypoint: &'static str,
+) -> RegoPolicy {
+    RegoPolicy {
+        fixture,
+        directory,
+        entrypoint,
+    }
+}
+
+const REGO_POLICIES: &[RegoPolicy] = &[
+    rego("opa-reject-by-label", "opa-reject-by-label", "policy/main"),
+    rego(
+        "gatekeeper-reject-by-label",
+        "gatekeeper-reject-by-label",
+        "k8sdeniedlabels/violation",
+    ),
+    rego("opa-namespace-label", "opa-namespace-label", "policy/main"),
+    rego(
+        "gatekeeper-namespace-label",
+        "gatekeeper-namespace-label",
+        "k8snamespacelabel/violation",
+    ),
+    rego(
+        "gatekeeper-required-labels",
+        "gatekeeper-required-labels",
+        "k8srequiredlabels/violation",
+    ),
+    // The package as entrypoint: its result is an object holding the violations, which
+    // upstream's Gatekeeper runtime reads as none.
+    rego(
+        "gatekeeper-required-labels-package",
+        "gatekeeper-required-labels",
+        "k8srequiredlabels",
+    ),
 ];
 
 pub fn run(root: &Path) -> Result<()> {
@@ -90,7 +129,7 @@ pub fn run(root: &Path) -> Result<()> {
             .join(TARGET)
             .join("release")
             .join(format!("{}.wasm", policy.replace('-', "_")));
-        built.push((*policy, wasm));
+        built.push((*policy, *policy, wasm));
     }
     for policy in GO_POLICIES {
         let wasm = target_dir.join(format!("{policy}.wasm"));
@@ -105,22 +144,25 @@ pub fn run(root: &Path) -> Result<()> {
                 .arg(&wasm)
                 .arg("."),
         )?;
-        built.push((*policy, wasm));
+        built.push((*policy, *policy, wasm));
     }
     let opa = crate::go_tool::OPA.ensure()?;
-    for (policy, entrypoint) in REGO_POLICIES {
-        let out_dir = target_dir.join("rego").join(policy);
+    for policy in REGO_POLICIES {
+        let out_dir = target_dir.join("rego").join(policy.fixture);
         fs::create_dir_all(&out_dir)?;
         let bundle = out_dir.join("bundle.tar.gz");
         run_step(
-            &format!("compiling {policy} with opa build -t wasm"),
+            &format!(
+                "compiling {} with opa build -t wasm -e {}",
+                policy.directory, policy.entrypoint
+            ),
             Command::new(&opa)
-                .args(["build", "-t", "wasm", "-e", entrypoint, "-o"])
+                .args(["build", "-t", "wasm", "-e", policy.entrypoint, "-o"])
                 .arg(&bundle)
-                .arg(workspace.join(policy)),
+                .arg(workspace.join(policy.directory)),
         )?;
         run_step(
-            &format!("extracting {policy}'s policy.wasm"),
+            &format!("extracting {}'s policy.wasm", policy.fixture),
             Command::new("tar")
                 .arg("-xzf")
                 .arg(&bundle)
@@ -128,12 +170,16 @@ pub fn run(root: &Path) -> Result<()> {
                 .arg(&out_dir)
                 .arg("/policy.wasm"),
         )?;
-        built.push((*policy, out_dir.join("policy.wasm")));
+        built.push((
+            policy.fixture,
+            policy.directory,
+            out_dir.join("policy.wasm"),
+        ));
     }
     let fixtures = root.join("crates/policy-evaluator/tests/fixtures");
     fs::create_dir_all(&fixtures)?;
-    for (policy, built) in built {
-        let metadata_path = workspace.join(policy).join("metadata.json");
+    for (fixture, directory, built) in built {
+        let metadata_path = workspace.join(directory).join("metadata.json");
         let metadata: Metadata = serde_json::from_str(
             &fs::read_to_string(&metadata_path)
                 .with_context(|| format!("reading {}", metadata_path.display()))?,
@@ -144,7 +190,7 @@ pub fn run(root: &Path) -> Result<()> {
             .with_context(|| format!("{}", metadata_path.display()))?;
         let wasm = fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
         let annotated = annotate(&wasm, &metadata)?;
-        let out = fixtures.join(format!("{policy}.wasm"));
+        let out = fixtures.join(format!("{fixture}.wasm"));
         fs::write(&out, &annotated).with_context(|| format!("writing {}", out.display()))?;
         println!("wrote {} ({} bytes)", out.display(), annotated.len());
     }

@@ -29,6 +29,12 @@ pub struct PolicyLoadStatus {
     pub reason: Option<LoadFailureReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Set when the policy loaded but has answered in a shape the policy-server does not
+    /// understand and reads as upstream Kubewarden does, which admits the request (a
+    /// Gatekeeper result that is not a list of violations): what the answer was. Such a
+    /// policy enforces nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_not_understood: Option<String>,
 }
 
 impl PolicyLoadStatus {
@@ -37,6 +43,16 @@ impl PolicyLoadStatus {
             loaded: true,
             reason: None,
             message: None,
+            result_not_understood: None,
+        }
+    }
+
+    /// A loaded policy that has answered `result`, a shape read as "admit" (see
+    /// [`result_not_understood`](Self::result_not_understood)).
+    pub fn loaded_with_result_not_understood(result: impl Into<String>) -> Self {
+        PolicyLoadStatus {
+            result_not_understood: Some(result.into()),
+            ..PolicyLoadStatus::loaded()
         }
     }
 
@@ -45,6 +61,7 @@ impl PolicyLoadStatus {
             loaded: false,
             reason: Some(reason),
             message: Some(message.into()),
+            result_not_understood: None,
         }
     }
 }
@@ -81,6 +98,10 @@ mod tests {
             policies: BTreeMap::from([
                 ("ok".to_string(), PolicyLoadStatus::loaded()),
                 (
+                    "open".to_string(),
+                    PolicyLoadStatus::loaded_with_result_not_understood("an object"),
+                ),
+                (
                     "bad".to_string(),
                     PolicyLoadStatus::failed(LoadFailureReason::SettingsInvalid, "no"),
                 ),
@@ -89,7 +110,7 @@ mod tests {
         let text = serde_json::to_string(&status).expect("serializes");
         assert_eq!(
             text,
-            r#"{"loaded":true,"policies":{"bad":{"loaded":false,"reason":"SettingsInvalid","message":"no"},"ok":{"loaded":true}}}"#
+            r#"{"loaded":true,"policies":{"bad":{"loaded":false,"reason":"SettingsInvalid","message":"no"},"ok":{"loaded":true},"open":{"loaded":true,"resultNotUnderstood":"an object"}}}"#
         );
         let back: PolicyServerLoadStatus = serde_json::from_str(&text).expect("parses");
         assert_eq!(back, status);

@@ -1,6 +1,6 @@
 //! [`PolicyEvaluator`]: one policy (a module plus its settings and limits) answering requests.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use wasmtime::{Instance, InstancePre, Memory, Store, TypedFunc};
@@ -105,6 +105,8 @@ pub struct PolicyEvaluator {
     host: Arc<dyn HostCapabilities>,
     idle_wapc: Arc<IdleInstances<WarmInstance>>,
     idle_rego: Arc<IdleInstances<OpaInstance>>,
+    /// The first Gatekeeper result this policy gave that is not a list of violations.
+    unread_result: Arc<OnceLock<String>>,
 }
 
 impl std::fmt::Debug for PolicyEvaluator {
@@ -134,6 +136,7 @@ impl PolicyEvaluator {
             host: settings.host,
             idle_wapc: Arc::new(IdleInstances::new(settings.reused_instances)),
             idle_rego: Arc::new(IdleInstances::new(settings.reused_instances)),
+            unread_result: Arc::default(),
         }
     }
 
@@ -148,6 +151,41 @@ impl PolicyEvaluator {
 
     pub fn policy_id(&self) -> &str {
         &self.policy_id
+    }
+
+    /// What this Gatekeeper policy answered, the first time its result was not a list of
+    /// violations: such a result admits the request, as upstream Kubewarden's runtime does,
+    /// so the policy enforces nothing. `None` while every result was understood (and for
+    /// every other kind of policy).
+    pub fn result_not_understood(&self) -> Option<&str> {
+        self.unread_result.get().map(String::as_str)
+    }
+
+    /// Evaluates a made-up Pod creation once, so that a Gatekeeper policy whose result is not
+    /// a list of violations is known (see [`result_not_understood`](Self::result_not_understood))
+    /// before the first real request. The usual cause, an entrypoint that is the Rego package
+    /// instead of its `violation` rule, gives an object whatever the input. The verdict and any
+    /// evaluation error are dropped; other kinds of policy are not evaluated.
+    pub fn check_result_shape(&self) {
+        if self.module.metadata().execution_mode != ExecutionMode::Gatekeeper {
+            return;
+        }
+        let request = serde_json::json!({
+            "uid": "kubewarden-result-shape-check",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "default",
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "kubewarden-result-shape-check", "namespace": "default"},
+                "spec": {"containers": []},
+            },
+        });
+        if let Err(err) = self.validate(&request) {
+            tracing::debug!(policy = %self.policy_id, error = %err, "the result shape check could not evaluate the policy");
+        }
     }
 
     /// Asks the policy whether its settings are valid.
@@ -295,9 +333,35 @@ impl PolicyEvaluator {
         }
         let result = result?;
         if gatekeeper {
-            opa::gatekeeper_response(uid, &result)
+            let verdict = opa::gatekeeper_response(uid, &result);
+            if let Some(shape) = verdict.not_understood {
+                self.notice_unread_result(shape);
+            }
+            Ok(verdict.response)
         } else {
             opa::opa_response(uid, &result)
+        }
+    }
+
+    /// Records a Gatekeeper result that is not a list of violations; the first one is a warning
+    /// in the log (the policy admits everything), later ones are debug lines.
+    fn notice_unread_result(&self, shape: String) {
+        let mut unrecorded = Some(shape);
+        let recorded = self
+            .unread_result
+            .get_or_init(|| unrecorded.take().unwrap_or_default());
+        match unrecorded {
+            None => tracing::warn!(
+                policy = %self.policy_id,
+                result = %recorded,
+                "the Gatekeeper policy's result is not a list of violations; the request is \
+                 admitted, as upstream Kubewarden admits it, so this policy enforces nothing"
+            ),
+            Some(shape) => tracing::debug!(
+                policy = %self.policy_id,
+                result = %shape,
+                "Gatekeeper result not understood; admitted"
+            ),
         }
     }
 

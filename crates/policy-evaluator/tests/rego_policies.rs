@@ -228,3 +228,71 @@ fn rego_policy_that_allocates_hits_the_memory_limit() {
             .allowed
     );
 }
+
+/// The required-labels ConstraintTemplate's Rego, built with its `violation` rule as the
+/// entrypoint: a list of violations, read as Gatekeeper reads it.
+#[test]
+fn gatekeeper_template_with_the_violation_entrypoint_enforces() {
+    let policy = evaluator(
+        "gatekeeper-required-labels",
+        json!({"labels": [{"key": "owner"}, {"key": "team", "allowedRegex": "^[a-z]+$"}]}),
+        EvaluationLimits::default(),
+    );
+    policy.check_result_shape();
+    assert_eq!(policy.result_not_understood(), None);
+
+    let missing = policy
+        .validate(&pod_request(json!({"team": "a"})))
+        .expect("evaluates");
+    assert!(!missing.allowed);
+    assert_eq!(
+        message(&missing),
+        Some(r#"you must provide labels: ["owner"]"#)
+    );
+    let wrong = policy
+        .validate(&pod_request(json!({"owner": "o", "team": "A1"})))
+        .expect("evaluates");
+    assert!(!wrong.allowed);
+    assert_eq!(
+        message(&wrong),
+        Some("label <team: A1> does not satisfy allowed regex: ^[a-z]+$")
+    );
+    let fine = policy
+        .validate(&pod_request(json!({"owner": "o", "team": "a"})))
+        .expect("evaluates");
+    assert!(fine.allowed);
+    assert_eq!(policy.result_not_understood(), None);
+}
+
+/// The same Rego built with the package as the entrypoint answers the package's document, an
+/// object holding the violations. Upstream Kubewarden reads that as "no violations" and admits;
+/// so does this evaluator (a cluster moving here keeps its verdicts), and it says what the
+/// result was, already after the load-time check.
+#[test]
+fn gatekeeper_template_with_the_package_entrypoint_admits_as_upstream_and_says_why() {
+    let policy = evaluator(
+        "gatekeeper-required-labels-package",
+        json!({"labels": [{"key": "owner"}]}),
+        EvaluationLimits::default(),
+    );
+    assert_eq!(policy.result_not_understood(), None);
+    policy.check_result_shape();
+    let shape = policy
+        .result_not_understood()
+        .expect("the load-time check finds the object")
+        .to_string();
+    assert!(
+        shape.starts_with("an object with the members [violation] instead of a list of violations"),
+        "{shape}"
+    );
+    assert!(
+        shape.contains("the module's entrypoint is probably the Rego package"),
+        "{shape}"
+    );
+
+    let missing = policy
+        .validate(&pod_request(json!({"team": "a"})))
+        .expect("evaluates without error");
+    assert!(missing.allowed, "admitted, as upstream admits it");
+    assert_eq!(message(&missing), None);
+}

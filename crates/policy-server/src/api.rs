@@ -22,9 +22,12 @@ use crate::metrics::{EvaluationLabels, Metrics};
 use crate::pool::EvaluationPool;
 
 /// What every handler shares.
+/// The policies a server serves, by id.
+pub type ServedPolicies = HashMap<String, Arc<ServedPolicy>>;
+
 #[derive(Debug)]
 pub struct AppState {
-    pub policies: HashMap<String, Arc<ServedPolicy>>,
+    pub policies: Arc<ServedPolicies>,
     pub pool: EvaluationPool,
     pub metrics: Metrics,
     pub always_accept_namespace: Option<String>,

@@ -81,11 +81,23 @@ fn without_url_credentials(text: &str) -> String {
 }
 
 impl ServedPolicy {
-    /// What `GET /status` says of this policy.
+    /// What `GET /status` says of this policy now: its load state, and whether it has given
+    /// a result it was not understood in (a group: the first such member).
     pub fn load_status(&self) -> PolicyLoadStatus {
-        match &self.decider {
-            Ok(_) => PolicyLoadStatus::loaded(),
-            Err(failure) => PolicyLoadStatus::failed(failure.reason, failure.message.clone()),
+        let not_understood = match &self.decider {
+            Err(failure) => {
+                return PolicyLoadStatus::failed(failure.reason, failure.message.clone());
+            }
+            Ok(Decider::Single(evaluator)) => evaluator.result_not_understood().map(str::to_string),
+            Ok(Decider::Group { members, .. }) => members.iter().find_map(|(name, evaluator)| {
+                evaluator
+                    .result_not_understood()
+                    .map(|shape| format!("member {name}: {shape}"))
+            }),
+        };
+        match not_understood {
+            Some(shape) => PolicyLoadStatus::loaded_with_result_not_understood(shape),
+            None => PolicyLoadStatus::loaded(),
         }
     }
 }
@@ -181,6 +193,7 @@ fn evaluator(
             ),
         ));
     }
+    evaluator.check_result_shape();
     Ok(evaluator)
 }
 

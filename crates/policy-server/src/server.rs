@@ -17,7 +17,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use policy_evaluator::limits::DEFAULT_MEMORY_LIMIT_BYTES;
 use policy_evaluator::{EngineOptions, PolicyEngine, PoolingOptions};
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, ServedPolicies, router};
 use crate::capabilities::kubernetes::KubernetesContext;
 use crate::capabilities::{ServerCapabilities, context_grants, watched_kinds};
 use crate::cli::Cli;
@@ -35,8 +35,10 @@ const TLS_RELOAD_POLL: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct Readiness {
     ready: AtomicBool,
-    /// Set once, when loading has finished.
-    load_status: OnceLock<PolicyServerLoadStatus>,
+    /// The served policies, set once loading has finished; their status is read at every
+    /// request, since a policy may learn at run time that it answers in a shape that is not
+    /// understood.
+    policies: OnceLock<Arc<ServedPolicies>>,
 }
 
 async fn readiness_probe(State(readiness): State<Arc<Readiness>>) -> StatusCode {
@@ -59,7 +61,16 @@ async fn no_profiler() -> (StatusCode, &'static str) {
 /// `GET /status`: every policy's load state once loading has finished (`loaded: false` and no
 /// policies before). Always 200: a policy that failed is news, not an error of this endpoint.
 async fn load_status(State(readiness): State<Arc<Readiness>>) -> Json<PolicyServerLoadStatus> {
-    Json(readiness.load_status.get().cloned().unwrap_or_default())
+    Json(match readiness.policies.get() {
+        None => PolicyServerLoadStatus::default(),
+        Some(policies) => PolicyServerLoadStatus {
+            loaded: true,
+            policies: policies
+                .iter()
+                .map(|(id, policy)| (id.clone(), policy.load_status()))
+                .collect(),
+        },
+    })
 }
 
 async fn serve_plain(
@@ -244,18 +255,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         "policies loaded"
     );
 
-    let _ = readiness.load_status.set(PolicyServerLoadStatus {
-        loaded: true,
-        policies: policies
-            .iter()
-            .map(|(id, policy)| (id.clone(), policy.load_status()))
-            .collect(),
-    });
-    let state = Arc::new(AppState {
-        policies: policies
+    let policies: Arc<ServedPolicies> = Arc::new(
+        policies
             .into_iter()
             .map(|(id, p)| (id, Arc::new(p)))
             .collect(),
+    );
+    let _ = readiness.policies.set(policies.clone());
+    let state = Arc::new(AppState {
+        policies,
         pool: EvaluationPool::new(workers, metrics.clone())?,
         metrics,
         always_accept_namespace: cli.always_accept_admission_reviews_on_namespace.clone(),

@@ -141,6 +141,25 @@ fn verdicts_shaping_and_errors_over_https() {
         status["policies"]["missing-module"]["reason"],
         "ModuleUnavailable"
     );
+    // A Gatekeeper module built with its package as the entrypoint answers an object, which
+    // upstream reads as "no violations": admitted, and the status says what it answered.
+    let package = &status["policies"]["rego-gatekeeper-package"];
+    assert_eq!(package["loaded"], true, "{package}");
+    assert!(
+        package["resultNotUnderstood"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("an object with the members [violation]"),
+        "{package}"
+    );
+    let (_, body) = post(
+        &server,
+        &ca,
+        "/validate/rego-gatekeeper-package",
+        &review(json!({"app": "x"})),
+        None,
+    );
+    assert_eq!(body["response"]["allowed"], true, "{body}");
 
     // A policy that loops is interrupted after its timeoutEvalSeconds.
     let (_, body) = post(&server, &ca, "/validate/loops", &review(json!({})), None);

@@ -34,6 +34,9 @@ pub mod condition {
     pub const UNIQUELY_REACHABLE: &str = "PolicyUniquelyReachable";
     /// Whether the policy-servers could load the policy (not in upstream).
     pub const LOADED: &str = "PolicyLoaded";
+    /// Present (`False`) while the policy has answered in a shape the policy-servers read as
+    /// "admit", as upstream does, although it may mean violations (not in upstream).
+    pub const RESULT_UNDERSTOOD: &str = "PolicyResultUnderstood";
 }
 
 /// How often a policy whose load state could not be read is looked at again.
@@ -50,6 +53,8 @@ struct StatusUpdate {
     phase: PolicyStatusPhase,
     mode: ObservedPolicyMode,
     report: Vec<NewCondition>,
+    /// Condition types that no longer apply.
+    cleared: Vec<&'static str>,
 }
 
 impl StatusUpdate {
@@ -85,6 +90,7 @@ pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Arc<Context>) -> Result<A
             .unwrap_or(PolicyStatusPhase::Unscheduled),
         mode: ObservedPolicyMode::Unknown,
         report: Vec::new(),
+        cleared: Vec::new(),
     };
     let action = decide(policy.as_ref(), &ctx, &unique, &mut status).await;
     write_status(&api, policy.as_ref(), &previous, status).await?;
@@ -247,13 +253,29 @@ fn record_load_status(
     status: &mut StatusUpdate,
 ) -> Action {
     match served {
-        Ok(PolicyLoadStatus { loaded: true, .. }) => {
+        Ok(PolicyLoadStatus {
+            loaded: true,
+            result_not_understood,
+            ..
+        }) => {
             status.condition(
                 condition::LOADED,
                 true,
                 "PolicyLoaded",
                 "the policy-servers loaded the policy",
             );
+            match result_not_understood {
+                Some(result) => status.condition(
+                    condition::RESULT_UNDERSTOOD,
+                    false,
+                    "GatekeeperResultNotAList",
+                    format!(
+                        "the policy's result is {result}; such a result admits the request, \
+                         as upstream Kubewarden reads it, so this policy enforces nothing"
+                    ),
+                ),
+                None => status.cleared.push(condition::RESULT_UNDERSTOOD),
+            }
             Action::await_change()
         }
         Ok(failed) => {
@@ -350,6 +372,9 @@ async fn write_status<P: Policy>(
         conditions: previous.conditions.clone(),
     };
     let now = conditions::now();
+    for type_ in update.cleared {
+        conditions::remove(&mut new.conditions, type_);
+    }
     for condition in update.report {
         conditions::set(
             &mut new.conditions,
@@ -388,7 +413,35 @@ mod tests {
             phase: PolicyStatusPhase::Active,
             mode: ObservedPolicyMode::Protect,
             report: Vec::new(),
+            cleared: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_result_not_understood_is_a_false_condition_on_an_active_policy() {
+        let mut status = update();
+        record_load_status(
+            Ok(PolicyLoadStatus::loaded_with_result_not_understood(
+                "an object with the members [violation] instead of a list of violations",
+            )),
+            &mut status,
+        );
+        assert_eq!(status.phase, PolicyStatusPhase::Active);
+        let understood = &status.report[1];
+        assert_eq!(
+            (understood.type_, understood.status, understood.reason),
+            (
+                "PolicyResultUnderstood",
+                "False",
+                "GatekeeperResultNotAList"
+            )
+        );
+        assert!(understood.message.contains("members [violation]"));
+        assert!(understood.message.contains("enforces nothing"));
+
+        let mut status = update();
+        record_load_status(Ok(PolicyLoadStatus::loaded()), &mut status);
+        assert_eq!(status.cleared, vec!["PolicyResultUnderstood"]);
     }
 
     #[test]

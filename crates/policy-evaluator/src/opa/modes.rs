@@ -1,7 +1,7 @@
 //! What Rego policies are given and how their results become admission responses, per
 //! execution mode.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::EvaluationError;
@@ -124,38 +124,91 @@ pub(crate) fn opa_response(
     serde_json::from_value(response).map_err(|e| invalid(e.to_string()))
 }
 
+/// One violation as upstream Kubewarden's Gatekeeper runtime reads it: anything serde reads
+/// into a struct with an optional string `msg` (an object, other members ignored).
+#[derive(Deserialize)]
+struct UpstreamViolation {
+    msg: Option<String>,
+}
+
+/// The verdict on a `gatekeeper` policy's result, read exactly as upstream Kubewarden reads it,
+/// so that a cluster's admissions do not change when it moves to this project.
+#[derive(Debug)]
+pub(crate) struct GatekeeperVerdict {
+    pub(crate) response: AdmissionResponse,
+    /// Set when the result is not a list of violations and was therefore taken, as upstream
+    /// takes it, as "no violations": what the result is, for a warning and the policy's
+    /// status. Such a policy admits every request.
+    pub(crate) not_understood: Option<String>,
+}
+
 /// A `gatekeeper` policy answers a list of violations (`{"msg": ..., "details": ...}`): none
-/// admits the request, any rejects it with their messages joined by ", ". A result that is not
-/// such a list is an error (upstream silently admits it).
-pub(crate) fn gatekeeper_response(
-    uid: &str,
-    result: &Value,
-) -> Result<AdmissionResponse, EvaluationError> {
-    let violations = match first_result(result) {
-        None => &[][..],
-        Some(Value::Array(violations)) => violations.as_slice(),
-        Some(other) => {
-            return Err(EvaluationError::InvalidAnswer {
-                expected: "list of Gatekeeper violations",
-                reason: format!("the policy's result is {}", quote(other)),
-            });
+/// admits the request, any rejects it with their messages joined by ", " (a violation without
+/// `msg` is quoted whole, where upstream leaves it out of the message). An undefined result
+/// admits. Any other result (an object, such as the package's document when the entrypoint is
+/// the package instead of its `violation` rule; a violation that is not an object; a `msg`
+/// that is not a string) also admits, because upstream's runtime reads it as an empty list;
+/// the verdict then says what it was.
+pub(crate) fn gatekeeper_response(uid: &str, result: &Value) -> GatekeeperVerdict {
+    let admitted = || AdmissionResponse {
+        uid: uid.to_string(),
+        allowed: true,
+        ..Default::default()
+    };
+    let Some(value) = first_result(result) else {
+        return GatekeeperVerdict {
+            response: admitted(),
+            not_understood: None,
+        };
+    };
+    let violations = match Vec::<UpstreamViolation>::deserialize(value) {
+        Ok(violations) => violations,
+        Err(err) => {
+            return GatekeeperVerdict {
+                response: admitted(),
+                not_understood: Some(describe_unread_result(value, &err)),
+            };
         }
     };
     if violations.is_empty() {
-        return Ok(AdmissionResponse {
-            uid: uid.to_string(),
-            allowed: true,
-            ..Default::default()
-        });
+        return GatekeeperVerdict {
+            response: admitted(),
+            not_understood: None,
+        };
     }
+    // Reading succeeded, so the value is a list with one item per violation.
+    let raw = value.as_array().map(Vec::as_slice).unwrap_or_default();
     let messages: Vec<String> = violations
-        .iter()
-        .map(|violation| match violation.get("msg") {
-            Some(Value::String(message)) => message.clone(),
-            _ => quote(violation),
-        })
+        .into_iter()
+        .zip(raw)
+        .map(|(violation, raw)| violation.msg.unwrap_or_else(|| quote(raw)))
         .collect();
-    Ok(AdmissionResponse::rejection(uid, messages.join(", "), None))
+    GatekeeperVerdict {
+        response: AdmissionResponse::rejection(uid, messages.join(", "), None),
+        not_understood: None,
+    }
+}
+
+/// What a Gatekeeper result that is not a list of violations is, in words a policy author can
+/// act on.
+fn describe_unread_result(value: &Value, err: &serde_json::Error) -> String {
+    match value {
+        Value::Object(members) => {
+            let names: Vec<&str> = members.keys().map(String::as_str).take(8).collect();
+            let hint = if members.get("violation").is_some_and(Value::is_array) {
+                ": the module's entrypoint is probably the Rego package instead of its \
+                 `violation` rule (build it with `opa build -t wasm -e <package>/violation`)"
+            } else {
+                ""
+            };
+            format!(
+                "an object with the members [{}] instead of a list of violations{hint}",
+                names.join(", ")
+            )
+        }
+        Value::Array(_) => format!("a list that is not one of violations ({err})"),
+        other => format!("{} instead of a list of violations", quote(other)),
+    }
 }
 
 #[cfg(test)]
@@ -192,17 +245,19 @@ mod tests {
 
     #[test]
     fn gatekeeper_violations_become_one_rejection() {
-        let allowed = gatekeeper_response("u", &json!([{"result": []}])).expect("valid");
-        assert!(allowed.allowed);
-        let undefined = gatekeeper_response("u", &json!([])).expect("valid");
-        assert!(undefined.allowed);
+        let allowed = gatekeeper_response("u", &json!([{"result": []}]));
+        assert!(allowed.response.allowed);
+        assert!(allowed.not_understood.is_none());
+        let undefined = gatekeeper_response("u", &json!([]));
+        assert!(undefined.response.allowed);
+        assert!(undefined.not_understood.is_none());
         let rejected = gatekeeper_response(
             "u",
             &json!([{"result": [{"msg": "a is bad"}, {"msg": "b is bad", "details": {}}, {"details": 1}]}]),
-        )
-        .expect("valid");
-        assert!(!rejected.allowed);
-        let status = rejected.status.expect("status");
+        );
+        assert!(rejected.not_understood.is_none());
+        assert!(!rejected.response.allowed);
+        let status = rejected.response.status.expect("status");
         assert_eq!(
             status.message.as_deref(),
             Some(r#"a is bad, b is bad, {"details":1}"#)
@@ -240,13 +295,42 @@ mod tests {
         );
     }
 
+    /// Upstream's runtime reads any result it cannot take as a list of violations as "no
+    /// violations": the same verdicts here, each with what the result was.
     #[test]
-    fn gatekeeper_result_that_is_not_a_list_is_an_error() {
-        let err =
-            gatekeeper_response("u", &json!([{"result": {"msg": "x"}}])).expect_err("invalid");
-        assert!(
-            matches!(err, EvaluationError::InvalidAnswer { .. }),
-            "{err}"
+    fn gatekeeper_results_upstream_cannot_read_admit_and_say_what_they_were() {
+        let cases = [
+            (
+                json!({"violation": [{"msg": "label a is not allowed"}]}),
+                "an object with the members [violation] instead of a list of violations: \
+                 the module's entrypoint is probably the Rego package",
+            ),
+            (
+                json!({"msg": "x"}),
+                "an object with the members [msg] instead of a list of violations",
+            ),
+            (json!("no"), r#""no" instead of a list of violations"#),
+            (json!(true), "true instead of a list of violations"),
+            (json!(["bad"]), "a list that is not one of violations"),
+            (json!([{"msg": 5}]), "a list that is not one of violations"),
+        ];
+        for (value, expected) in cases {
+            let verdict = gatekeeper_response("u", &json!([{ "result": value.clone() }]));
+            assert!(verdict.response.allowed, "{value} admits, as upstream");
+            let shape = verdict.not_understood.expect("says what it was");
+            assert!(shape.starts_with(expected), "{value}: {shape}");
+        }
+    }
+
+    /// Shapes upstream's serde reading takes as violations although they are not objects.
+    #[test]
+    fn gatekeeper_violations_read_as_upstream_reads_them() {
+        let verdict = gatekeeper_response("u", &json!([{"result": [["a is bad"], [null]]}]));
+        assert!(verdict.not_understood.is_none());
+        assert!(!verdict.response.allowed);
+        assert_eq!(
+            verdict.response.status.and_then(|s| s.message).as_deref(),
+            Some("a is bad, [null]")
         );
     }
 }

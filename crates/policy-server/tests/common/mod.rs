@@ -117,6 +117,9 @@ rego-opa:
 rego-gatekeeper:
   module: file://{f}/gatekeeper-reject-by-label.wasm
   settings: {{denied_labels: [forbidden]}}
+rego-gatekeeper-package:
+  module: file://{f}/gatekeeper-required-labels-package.wasm
+  settings: {{labels: [{{key: owner}}]}}
 "#
     );
     let path = dir.join("policies.yml");
