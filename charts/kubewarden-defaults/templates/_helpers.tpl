@@ -3,6 +3,17 @@ app.kubernetes.io/part-of: kubewarden
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- with .Values.additionalLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* `annotations:` with additionalAnnotations, at the indentation of the metadata's keys; nothing when none. */}}
+{{- define "kubewarden-defaults.annotations" -}}
+{{- with .Values.additionalAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{- define "kubewarden-defaults.policyServerName" -}}
@@ -19,29 +30,39 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{/* Module reference of a recommended policy. */}}
+{{/* Module reference of a recommended policy: `module` is upstream's {repository, tag} or
+this chart's earlier "repository:tag" string. */}}
 {{- define "kubewarden-defaults.module" -}}
 {{- $registry := .root.Values.recommendedPolicies.defaultPoliciesRegistry | default .root.Values.global.cattle.systemDefaultRegistry -}}
+{{- $module := .policy.module -}}
+{{- if kindIs "map" $module -}}
+{{- $module = printf "%s:%s" (required (printf "recommendedPolicies: %s.module.repository is required" .policy.name) $module.repository) (required (printf "recommendedPolicies: %s.module.tag is required" .policy.name) $module.tag) -}}
+{{- end -}}
 {{- if $registry -}}
-registry://{{ $registry }}/{{ .module }}
+registry://{{ $registry }}/{{ $module }}
 {{- else -}}
-registry://{{ .module }}
+registry://{{ $module }}
 {{- end -}}
 {{- end -}}
 
 {{/*
-A recommended ClusterAdmissionPolicy on pods. Arguments: root, name, module, mutating,
-settings (a dict).
+A recommended ClusterAdmissionPolicy. Arguments: root, policy (its values), mutating,
+rules (a list), settings (used when the policy's values have none), overrides (settings made
+from this chart's earlier keys, such as hostPathsPolicy.paths, which win when given).
 */}}
 {{- define "kubewarden-defaults.recommendedPolicy" -}}
 {{- $mode := .root.Values.recommendedPolicies.defaultPolicyMode -}}
-apiVersion: policies.kubewarden.io/v1
+apiVersion: {{ .root.Values.crdVersion }}
 kind: ClusterAdmissionPolicy
 metadata:
-  name: {{ .name }}
+  name: {{ .policy.name }}
   labels:
     {{- include "kubewarden-defaults.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: policy
   annotations:
+    {{- with .root.Values.additionalAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     io.kubewarden.policy.category: PSP
     io.kubewarden.policy.severity: medium
 spec:
@@ -53,10 +74,7 @@ spec:
   mutating: {{ .mutating }}
   backgroundAudit: true
   rules:
-    - apiGroups: [""]
-      apiVersions: [v1]
-      resources: [pods]
-      operations: [CREATE, UPDATE]
+    {{- toYaml .rules | nindent 4 }}
   namespaceSelector:
     matchExpressions:
       - key: kubernetes.io/metadata.name
@@ -64,5 +82,6 @@ spec:
         values:
           {{- toYaml (concat .root.Values.global.skipNamespaces .root.Values.recommendedPolicies.skipAdditionalNamespaces) | nindent 10 }}
   settings:
-    {{- toYaml .settings | nindent 4 }}
+    {{- $settings := hasKey .policy "settings" | ternary .policy.settings .settings | default dict }}
+    {{- toYaml (merge (deepCopy (.overrides | default dict)) (deepCopy $settings)) | nindent 4 }}
 {{- end -}}

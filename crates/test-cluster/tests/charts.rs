@@ -204,10 +204,26 @@ fn controller_host_network() {
             "hostNetwork=true",
             "--set",
             "telemetry.mode=sidecar",
+            "--set",
+            "telemetry.metrics=true",
         ],
     )
     .expect_err("sidecar telemetry and host network are incompatible");
     assert!(refused.to_string().contains("incompatible"), "{refused}");
+    // Upstream's default mode is sidecar: with telemetry off it installs in host network mode.
+    helm::template(
+        &helm,
+        "kubewarden-controller",
+        "k",
+        NAMESPACE,
+        &[
+            "--set",
+            "hostNetwork=true",
+            "--set",
+            "telemetry.mode=sidecar",
+        ],
+    )
+    .expect("sidecar mode without telemetry renders");
 }
 
 #[test]
@@ -503,5 +519,321 @@ fn values_schema_refuses_wrong_types() {
     ] {
         let err = helm::template(&helm, chart, "x", NAMESPACE, &["--set", set]).expect_err(set);
         assert!(err.to_string().contains("schema"), "{set}: {err}");
+    }
+}
+
+/// The value files a user of upstream's charts has (upstream's defaults, and every upstream key
+/// set) lint and render, each value landing where upstream puts it.
+#[test]
+fn upstream_values_files_render_and_lint() {
+    let Some(helm) = helm::helm("upstream_values_files_render_and_lint") else {
+        return;
+    };
+    for (chart, case) in [
+        ("kubewarden-controller", "upstream-controller-defaults"),
+        ("kubewarden-controller", "upstream-controller-every-key"),
+        ("kubewarden-defaults", "upstream-defaults-defaults"),
+        ("kubewarden-defaults", "upstream-defaults-every-key"),
+    ] {
+        let file = values(&format!("{case}.yaml"));
+        let path = helm::chart(chart);
+        helm::run(
+            &helm,
+            &["lint", "--strict", "-f", &file, &path.to_string_lossy()],
+        )
+        .unwrap_or_else(|e| panic!("{case}: {e:#}"));
+    }
+
+    let objects = render(
+        &helm,
+        "upstream-controller-defaults",
+        "kubewarden-controller",
+        "kubewarden-controller",
+        &["-f", &values("upstream-controller-defaults.yaml")],
+    );
+    let pod = controller_pod(&objects);
+    assert_eq!(
+        pod["containers"][0]["resources"],
+        json!({"limits": {"cpu": "500m", "memory": "200Mi"}, "requests": {"cpu": "250m", "memory": "70Mi"}})
+    );
+    // Helm merges upstream's containerSecurityContext into this chart's default, which also
+    // makes the root filesystem read-only.
+    assert_eq!(
+        pod["containers"][0]["securityContext"],
+        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": true})
+    );
+    let hook = find(&objects, "Job", "kubewarden-controller-pre-delete").expect("pre-delete Job");
+    let hook_container = &hook["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        hook_container["image"],
+        "ghcr.io/rancher/kuberlr-kubectl:v8.0.0"
+    );
+    assert_eq!(hook_container["resources"]["limits"]["memory"], "128Mi");
+
+    let objects = render(
+        &helm,
+        "upstream-controller-every-key",
+        "kubewarden-controller",
+        "kubewarden-controller",
+        &["-f", &values("upstream-controller-every-key.yaml")],
+    );
+    let deployment = find(&objects, "Deployment", "kw-controller").expect("fullnameOverride");
+    assert_eq!(deployment["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        deployment["metadata"]["labels"]["app.kubernetes.io/name"],
+        "kw"
+    );
+    assert_eq!(
+        deployment["metadata"]["annotations"]["owner"],
+        "platform-team"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"],
+        json!({"owner": "platform-team", "prometheus.io/scrape": "true"})
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["env"],
+        json!([
+            {"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        ])
+    );
+    assert_eq!(container["resources"]["limits"]["memory"], "300Mi");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "registry-credentials"}, {"name": "legacy-credentials"}])
+    );
+    assert!(
+        args(pod)
+            .contains(&"--image-pull-secrets=registry-credentials,legacy-credentials".to_string())
+    );
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        assert_eq!(
+            object["metadata"]["annotations"]["owner"], "platform-team",
+            "{kind} {} carries additionalAnnotations",
+            object["metadata"]["name"]
+        );
+        if kind != "Job" {
+            assert_eq!(
+                object["metadata"]["labels"]["team"], "platform",
+                "{kind} {} carries additionalLabels",
+                object["metadata"]["name"]
+            );
+        }
+    }
+    let cron = find(&objects, "CronJob", "audit-scanner").expect("CronJob");
+    let scanner_pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let scanner = &scanner_pod["containers"][0];
+    assert_eq!(
+        scanner["image"],
+        "registry.example.com/kubewarden-rs/audit-scanner:v9.9.8"
+    );
+    assert_eq!(scanner["imagePullPolicy"], "Always");
+    assert_eq!(scanner_pod["restartPolicy"], "OnFailure");
+    assert_eq!(scanner_pod["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(scanner["resources"]["limits"]["memory"], "2Gi");
+    let scanner_args = scanner["args"].to_string();
+    for expected in [
+        "--output-scan",
+        "--disable-store",
+        "--parallel-resources=50",
+        "--report-kind=policyreport",
+        "--ignore-namespace=scratch",
+        "--client-cert=/client-cert/tls.crt",
+    ] {
+        assert!(
+            scanner_args.contains(expected),
+            "{expected}: {scanner_args}"
+        );
+    }
+    // 0 leaves the setting to the audit-scanner, as upstream.
+    assert!(
+        !scanner_args.contains("--parallel-namespaces"),
+        "{scanner_args}"
+    );
+    assert!(!scanner_args.contains("--page-size"), "{scanner_args}");
+
+    let objects = render(
+        &helm,
+        "upstream-defaults-defaults",
+        "kubewarden-defaults",
+        "kubewarden-defaults",
+        &["-f", &values("upstream-defaults-defaults.yaml")],
+    );
+    let escalation = find(
+        &objects,
+        "ClusterAdmissionPolicy",
+        "no-privilege-escalation",
+    )
+    .expect("policy");
+    assert_eq!(
+        escalation["spec"]["module"],
+        "registry://ghcr.io/kubewarden/policies/allow-privilege-escalation-psp:v1.0.10"
+    );
+    assert_eq!(
+        escalation["spec"]["settings"],
+        json!({"allowPrivilegeEscalation": false})
+    );
+    assert_eq!(
+        escalation["spec"]["rules"],
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}])
+    );
+    let privileged = find(&objects, "ClusterAdmissionPolicy", "no-privileged-pod").expect("policy");
+    assert_eq!(
+        privileged["spec"]["rules"].as_array().map(Vec::len),
+        Some(4),
+        "pods and the workload kinds, as upstream"
+    );
+
+    let objects = render(
+        &helm,
+        "upstream-defaults-every-key",
+        "kubewarden-defaults",
+        "kubewarden-defaults",
+        &["-f", &values("upstream-defaults-every-key.yaml")],
+    );
+    let privileged = find(&objects, "ClusterAdmissionPolicy", "no-privileged-pod").expect("policy");
+    assert_eq!(
+        privileged["spec"]["module"],
+        "registry://mirror.example.com/kubewarden/policies/pod-privileged:v1.0.11"
+    );
+    assert_eq!(
+        privileged["spec"]["settings"],
+        json!({"skip_init_containers": true, "skip_ephemeral_containers": true})
+    );
+    assert_eq!(privileged["spec"]["failurePolicy"], "Fail");
+    assert_eq!(privileged["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        privileged["metadata"]["annotations"]["owner"],
+        "platform-team"
+    );
+    let server = find(&objects, "PolicyServer", "default").expect("PolicyServer");
+    assert_eq!(
+        server["spec"]["tolerations"][0]["value"], "kubewarden",
+        "global.tolerations"
+    );
+    assert_eq!(
+        server["spec"]["priorityClassName"],
+        "system-cluster-critical"
+    );
+    assert_eq!(server["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        server["spec"]["sourceAuthorities"]["registry.local:5443"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let role = find(
+        &objects,
+        "ClusterRole",
+        "kubewarden-context-watcher-kubewarden-defaults",
+    )
+    .expect("ClusterRole");
+    assert_eq!(
+        role["rules"][1],
+        json!({"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]})
+    );
+    assert_eq!(role["rules"][0]["verbs"], json!(["get", "list", "watch"]));
+}
+
+/// This chart's earlier value shapes keep working beside upstream's.
+#[test]
+fn earlier_value_shapes_still_render() {
+    let Some(helm) = helm::helm("earlier_value_shapes_still_render") else {
+        return;
+    };
+    let manifest = helm::template(
+        &helm,
+        "kubewarden-defaults",
+        "d",
+        NAMESPACE,
+        &[
+            "--set",
+            "recommendedPolicies.enabled=true",
+            "--set",
+            "recommendedPolicies.hostPathsPolicy.module=kubewarden/policies/hostpaths-psp:v0.1.9",
+            "--set-json",
+            r#"recommendedPolicies.hostPathsPolicy.paths=[{"pathPrefix":"/data","readOnly":false}]"#,
+            "--set-json",
+            r#"recommendedPolicies.capabilitiesPolicy.allowed_capabilities=["CHOWN"]"#,
+        ],
+    )
+    .expect("renders");
+    let objects = helm::objects(&manifest).expect("parses");
+    let host_paths = find(
+        &objects,
+        "ClusterAdmissionPolicy",
+        "do-not-share-host-paths",
+    )
+    .expect("policy");
+    assert_eq!(
+        host_paths["spec"]["module"],
+        "registry://ghcr.io/kubewarden/policies/hostpaths-psp:v0.1.9"
+    );
+    assert_eq!(
+        host_paths["spec"]["settings"],
+        json!({"allowedHostPaths": [{"pathPrefix": "/data", "readOnly": false}]})
+    );
+    let capabilities =
+        find(&objects, "ClusterAdmissionPolicy", "drop-capabilities").expect("policy");
+    assert_eq!(
+        capabilities["spec"]["settings"],
+        json!({"allowed_capabilities": ["CHOWN"], "required_drop_capabilities": ["ALL"], "default_add_capabilities": []})
+    );
+
+    let manifest = helm::template(
+        &helm,
+        "kubewarden-controller",
+        "kubewarden-controller",
+        NAMESPACE,
+        &[
+            "--set",
+            "resources.limits.memory=512Mi",
+            "--set",
+            "securityContext.runAsUser=1000",
+        ],
+    )
+    .expect("renders");
+    let objects = helm::objects(&manifest).expect("parses");
+    let container = &controller_pod(&objects)["containers"][0];
+    assert_eq!(
+        container["resources"],
+        json!({"limits": {"memory": "512Mi"}})
+    );
+    assert_eq!(container["securityContext"], json!({"runAsUser": 1000}));
+}
+
+/// A misspelt key is an error naming it, not a value silently ignored.
+#[test]
+fn values_schema_refuses_unknown_keys() {
+    let Some(helm) = helm::helm("values_schema_refuses_unknown_keys") else {
+        return;
+    };
+    for (chart, set, key) in [
+        ("kubewarden-controller", "replica=2", "replica"),
+        (
+            "kubewarden-controller",
+            "auditScanner.enabled=false",
+            "enabled",
+        ),
+        (
+            "kubewarden-controller",
+            "telemetry.custom.endpiont=x",
+            "endpiont",
+        ),
+        ("kubewarden-defaults", "policyServer.replicas=2", "replicas"),
+        (
+            "kubewarden-defaults",
+            "recommendedPolicies.hostPathPolicy.name=x",
+            "hostPathPolicy",
+        ),
+    ] {
+        let err = helm::template(&helm, chart, "x", NAMESPACE, &["--set", set]).expect_err(set);
+        let err = err.to_string();
+        assert!(err.contains("schema") && err.contains(key), "{set}: {err}");
     }
 }
