@@ -40,6 +40,17 @@ fn pod(name: &str, labels: Value) -> Pod {
 
 /// Creates a pod, retrying while the webhook is not reachable yet; returns the apiserver's
 /// answer once the policy decided (admitted, or refused with `expected_refusal`).
+/// The condition of `type_` on an object's status, or `null`.
+fn status_condition(object: &Value, type_: &str) -> Value {
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_default()
+}
+
 async fn create_pod_until(
     api: &Api<Pod>,
     labels: Value,
@@ -317,13 +328,7 @@ async fn the_whole_journey() {
     for (name, _, reason) in &unloadable {
         wait_until(&format!("{name} in error, {reason}"), WAIT, || async {
             let policy = serde_json::to_value(policies.get(name).await?)?;
-            let loaded = policy["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "PolicyLoaded")
-                .cloned()
-                .unwrap_or_default();
+            let loaded = status_condition(&policy, "PolicyLoaded");
             Ok(policy["status"]["policyStatus"] == "error"
                 && loaded["status"] == "False"
                 && loaded["reason"] == *reason)
@@ -361,13 +366,7 @@ async fn the_whole_journey() {
         WAIT,
         || async {
             let policy = serde_json::to_value(policies.get(&unread).await?)?;
-            let understood = policy["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "PolicyResultUnderstood")
-                .cloned()
-                .unwrap_or_default();
+            let understood = status_condition(&policy, "PolicyResultUnderstood");
             Ok(policy["status"]["policyStatus"] == "active"
                 && understood["status"] == "False"
                 && understood["reason"] == "GatekeeperResultNotAList"

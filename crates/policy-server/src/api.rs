@@ -21,10 +21,10 @@ use crate::loader::{Decider, ServedPolicy};
 use crate::metrics::{EvaluationLabels, Metrics};
 use crate::pool::EvaluationPool;
 
-/// What every handler shares.
 /// The policies a server serves, by id.
 pub type ServedPolicies = HashMap<String, Arc<ServedPolicy>>;
 
+/// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
     pub policies: Arc<ServedPolicies>,

@@ -1,20 +1,9 @@
-//! The policy-server: the HTTPS admission webhook that evaluates Kubewarden policies.
-
-mod api;
-mod capabilities;
-mod cli;
-mod fetch;
-mod loader;
-mod metrics;
-mod pool;
-mod server;
-mod signatures;
-mod tls;
+//! The policy-server binary: parses the command line, sets up logging (and `--daemon`), and
+//! runs [`policy_server::run`].
 
 use clap::Parser;
+use policy_server::{Config as Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
-
-use crate::cli::{Cli, LogFormat};
 
 fn init_logging(cli: &Cli) {
     // sigstore warns about every signature source an image lacks (no `.sig` tag, a registry
@@ -87,7 +76,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(cli)) {
+    match runtime.block_on(policy_server::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "policy-server stopped");

@@ -91,59 +91,9 @@ async fn serve_plain(
         .with_context(|| format!("{what} server"))
 }
 
+/// Runs the policy-server `cli` describes until SIGTERM or SIGINT: the readiness (and metrics)
+/// listeners first, so probes answer while policies load, then the webhook listener.
 pub async fn run(cli: Cli) -> Result<()> {
-    let sources = match &cli.sources_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            SourcesConfig::parse(&text)?
-        }
-        None => SourcesConfig::default(),
-    };
-    // wasmtime's compile cache wants an absolute path; the default download dir is ".".
-    let download_dir = std::path::absolute(&cli.policies_download_dir).with_context(|| {
-        format!(
-            "resolving --policies-download-dir {}",
-            cli.policies_download_dir.display()
-        )
-    })?;
-    std::fs::create_dir_all(&download_dir)
-        .with_context(|| format!("creating {}", download_dir.display()))?;
-    let credentials = match &cli.docker_config_json_path {
-        Some(dir) => DockerCredentials::read(dir).map_err(anyhow::Error::msg)?,
-        None => DockerCredentials::default(),
-    };
-    let fetcher = Fetcher {
-        sources,
-        credentials,
-        download_dir: download_dir.clone(),
-    };
-    let text = std::fs::read_to_string(&cli.policies)
-        .with_context(|| format!("reading {}", cli.policies.display()))?;
-    let config = PoliciesConfig::parse(&text)?;
-    let verification = match &cli.verification_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let verification = VerificationConfig::parse(&text)?;
-            tracing::info!(path = %path.display(), "policy modules must carry the signatures it lists");
-            Some(Arc::new(verification))
-        }
-        None => None,
-    };
-    let trust_root = match &cli.sigstore_trust_config {
-        Some(path) => TrustRoot::from_file(path).map_err(anyhow::Error::msg)?,
-        None => TrustRoot::public_good(std::path::absolute(&cli.sigstore_cache_dir).with_context(
-            || {
-                format!(
-                    "resolving --sigstore-cache-dir {}",
-                    cli.sigstore_cache_dir.display()
-                )
-            },
-        )?),
-    };
-    let signatures = Arc::new(SignatureVerifier::new(fetcher.clone(), trust_root));
-
     let metrics = Metrics::new().context("metrics registry")?;
     let readiness = Arc::new(Readiness::default());
     let handles: Vec<Handle<SocketAddr>> = (0..3).map(|_| Handle::new()).collect();
@@ -186,89 +136,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         ));
     }
 
-    let host = host_capabilities(&cli, &config, &fetcher, signatures.clone()).await?;
-    let workers = cli.workers();
-    let options = LoadOptions {
-        default_timeout: (!cli.disable_timeout_protection)
-            .then(|| Duration::from_secs(cli.policy_timeout)),
-        memory_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
-        reused_instances: if cli.fresh_instances { 0 } else { workers },
-        host,
-    };
-    let idle_per_worker = if options.reused_instances > 0 {
-        evaluator_count(&config)
-    } else {
-        0
-    };
-    let engine = PolicyEngine::new(&EngineOptions {
-        cache_dir: Some(download_dir.join("compile-cache")),
-        pooling: Some(PoolingOptions {
-            // Every worker runs one instance at a time (groups may hold a few more briefly),
-            // and each policy keeps up to one idle instance per worker for reuse.
-            max_instances: u32::try_from(workers * (4 + idle_per_worker)).unwrap_or(u32::MAX),
-            max_memory_bytes: options.memory_bytes,
-        }),
-    })?;
-    let started = std::time::Instant::now();
-    let mut downloads = tokio::task::JoinSet::new();
-    for url in module_urls(&config) {
-        let fetcher = fetcher.clone();
-        let signatures = signatures.clone();
-        let verification = verification.clone();
-        downloads.spawn(async move {
-            let result = match verification {
-                Some(verification) => signatures.fetch_module(&url, &verification).await,
-                None => fetcher.fetch(&url).await,
-            };
-            (url, result)
-        });
-    }
-    let mut fetched = std::collections::HashMap::new();
-    while let Some(done) = downloads.join_next().await {
-        let (url, result) = done.context("a download task failed")?;
-        if let Err(reason) = &result {
-            tracing::error!(module = %url, %reason, "module cannot be fetched");
-        }
-        fetched.insert(url, result);
-    }
-    let policies =
-        tokio::task::spawn_blocking(move || load_policies(&engine, config, fetched, &options))
-            .await
-            .context("loading policies")?;
-    let failed: Vec<String> = policies
-        .values()
-        .filter_map(|p| {
-            p.decider
-                .as_ref()
-                .err()
-                .map(|reason| format!("{}: {reason}", p.id))
-        })
-        .collect();
-    if !failed.is_empty() && cli.exit_on_policy_errors {
-        bail!("some policies cannot be served:\n  {}", failed.join("\n  "));
-    }
-    tracing::info!(
-        policies = policies.len(),
-        failed = failed.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        workers,
-        "policies loaded"
-    );
-
-    let policies: Arc<ServedPolicies> = Arc::new(
-        policies
-            .into_iter()
-            .map(|(id, p)| (id, Arc::new(p)))
-            .collect(),
-    );
-    let _ = readiness.policies.set(policies.clone());
-    let state = Arc::new(AppState {
-        policies,
-        pool: EvaluationPool::new(workers, metrics.clone())?,
-        metrics,
-        always_accept_namespace: cli.always_accept_admission_reviews_on_namespace.clone(),
-    });
-    let app = router(state, cli.max_request_body_bytes, cli.enable_noop_endpoint);
+    let server = PolicyServer::load(&cli, metrics).await?;
+    let _ = readiness.policies.set(server.policies().clone());
+    let app = server.router();
     let webhook_address = SocketAddr::new(cli.addr, cli.port);
     let listener = std::net::TcpListener::bind(webhook_address)
         .with_context(|| format!("binding the webhook server to {webhook_address}"))?;
@@ -323,6 +193,174 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A policy-server with its policies loaded: what every webhook request is answered from.
+#[derive(Debug)]
+pub struct PolicyServer {
+    state: Arc<AppState>,
+    max_body_bytes: usize,
+    noop_endpoint: bool,
+}
+
+impl PolicyServer {
+    /// Reads the files `cli` names (policies, sources, verification, Docker config), fetches
+    /// and compiles every module once, validates every policy's settings and builds the host
+    /// capabilities (a Kubernetes context when a policy needs one). A policy that cannot be
+    /// loaded is kept with the reason (see [`ServedPolicy`](crate::loader::ServedPolicy)),
+    /// unless `--exit-on-policy-errors` makes that an error. Evaluations are recorded in
+    /// `metrics`.
+    pub async fn load(cli: &Cli, metrics: Metrics) -> Result<Self> {
+        let sources = match &cli.sources_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                SourcesConfig::parse(&text)?
+            }
+            None => SourcesConfig::default(),
+        };
+        // wasmtime's compile cache wants an absolute path; the default download dir is ".".
+        let download_dir = std::path::absolute(&cli.policies_download_dir).with_context(|| {
+            format!(
+                "resolving --policies-download-dir {}",
+                cli.policies_download_dir.display()
+            )
+        })?;
+        std::fs::create_dir_all(&download_dir)
+            .with_context(|| format!("creating {}", download_dir.display()))?;
+        let credentials = match &cli.docker_config_json_path {
+            Some(dir) => DockerCredentials::read(dir).map_err(anyhow::Error::msg)?,
+            None => DockerCredentials::default(),
+        };
+        let fetcher = Fetcher {
+            sources,
+            credentials,
+            download_dir: download_dir.clone(),
+        };
+        let text = std::fs::read_to_string(&cli.policies)
+            .with_context(|| format!("reading {}", cli.policies.display()))?;
+        let config = PoliciesConfig::parse(&text)?;
+        let verification = match &cli.verification_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let verification = VerificationConfig::parse(&text)?;
+                tracing::info!(path = %path.display(), "policy modules must carry the signatures it lists");
+                Some(Arc::new(verification))
+            }
+            None => None,
+        };
+        let trust_root = match &cli.sigstore_trust_config {
+            Some(path) => TrustRoot::from_file(path).map_err(anyhow::Error::msg)?,
+            None => TrustRoot::public_good(
+                std::path::absolute(&cli.sigstore_cache_dir).with_context(|| {
+                    format!(
+                        "resolving --sigstore-cache-dir {}",
+                        cli.sigstore_cache_dir.display()
+                    )
+                })?,
+            ),
+        };
+        let signatures = Arc::new(SignatureVerifier::new(fetcher.clone(), trust_root));
+
+        let host = host_capabilities(cli, &config, &fetcher, signatures.clone()).await?;
+        let workers = cli.workers();
+        let options = LoadOptions {
+            default_timeout: (!cli.disable_timeout_protection)
+                .then(|| Duration::from_secs(cli.policy_timeout)),
+            memory_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+            reused_instances: if cli.fresh_instances { 0 } else { workers },
+            host,
+        };
+        let idle_per_worker = if options.reused_instances > 0 {
+            evaluator_count(&config)
+        } else {
+            0
+        };
+        let engine = PolicyEngine::new(&EngineOptions {
+            cache_dir: Some(download_dir.join("compile-cache")),
+            pooling: Some(PoolingOptions {
+                // Every worker runs one instance at a time (groups may hold a few more briefly),
+                // and each policy keeps up to one idle instance per worker for reuse.
+                max_instances: u32::try_from(workers * (4 + idle_per_worker)).unwrap_or(u32::MAX),
+                max_memory_bytes: options.memory_bytes,
+            }),
+        })?;
+        let started = std::time::Instant::now();
+        let mut downloads = tokio::task::JoinSet::new();
+        for url in module_urls(&config) {
+            let fetcher = fetcher.clone();
+            let signatures = signatures.clone();
+            let verification = verification.clone();
+            downloads.spawn(async move {
+                let result = match verification {
+                    Some(verification) => signatures.fetch_module(&url, &verification).await,
+                    None => fetcher.fetch(&url).await,
+                };
+                (url, result)
+            });
+        }
+        let mut fetched = std::collections::HashMap::new();
+        while let Some(done) = downloads.join_next().await {
+            let (url, result) = done.context("a download task failed")?;
+            if let Err(reason) = &result {
+                tracing::error!(module = %url, %reason, "module cannot be fetched");
+            }
+            fetched.insert(url, result);
+        }
+        let policies =
+            tokio::task::spawn_blocking(move || load_policies(&engine, config, fetched, &options))
+                .await
+                .context("loading policies")?;
+        let failed: Vec<String> = policies
+            .values()
+            .filter_map(|p| {
+                p.decider
+                    .as_ref()
+                    .err()
+                    .map(|reason| format!("{}: {reason}", p.id))
+            })
+            .collect();
+        if !failed.is_empty() && cli.exit_on_policy_errors {
+            bail!("some policies cannot be served:\n  {}", failed.join("\n  "));
+        }
+        tracing::info!(
+            policies = policies.len(),
+            failed = failed.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            workers,
+            "policies loaded"
+        );
+
+        let policies: Arc<ServedPolicies> = Arc::new(
+            policies
+                .into_iter()
+                .map(|(id, p)| (id, Arc::new(p)))
+                .collect(),
+        );
+        let state = Arc::new(AppState {
+            policies,
+            pool: EvaluationPool::new(workers, metrics.clone())?,
+            metrics,
+            always_accept_namespace: cli.always_accept_admission_reviews_on_namespace.clone(),
+        });
+        Ok(PolicyServer {
+            state,
+            max_body_bytes: cli.max_request_body_bytes,
+            noop_endpoint: cli.enable_noop_endpoint,
+        })
+    }
+
+    /// The served policies, by id.
+    pub fn policies(&self) -> &Arc<ServedPolicies> {
+        &self.state.policies
+    }
+
+    /// The webhook endpoints (`/validate/{id}`, `/audit/{id}`, `/validate_raw/{id}`, and
+    /// `/noop` when enabled), to serve over any transport or to call in-process.
+    pub fn router(&self) -> Router {
+        router(self.state.clone(), self.max_body_bytes, self.noop_endpoint)
+    }
 }
 
 async fn shutdown_signal() -> &'static str {
