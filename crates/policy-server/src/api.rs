@@ -12,12 +12,12 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use policy_evaluator::EvaluationError;
-use policy_evaluator::admission::{DecodedRequest, Document, decode_request, shape};
-use policy_evaluator::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
+use policy_evaluator::admission::{DecodedRequest, Document, decode_request};
+use policy_evaluator::response::AdmissionResponse;
 use serde_json::json;
 
-use crate::loader::{Decider, ServedPolicy};
+use crate::evaluation::{self, Failure, Origin};
+use crate::loader::ServedPolicy;
 use crate::metrics::{EvaluationLabels, Metrics};
 use crate::pool::EvaluationPool;
 
@@ -31,34 +31,6 @@ pub struct AppState {
     pub pool: EvaluationPool,
     pub metrics: Metrics,
     pub always_accept_namespace: Option<String>,
-}
-
-/// Which endpoint a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// `/validate`: the answer is shaped by the policy's mode and options.
-    Validate,
-    /// `/audit`: the audit-scanner wants the policy's raw verdict.
-    Audit,
-    /// `/validate_raw`: a free-form document, not an AdmissionReview; shaped as `/validate`.
-    Raw,
-}
-
-impl Origin {
-    fn document(self) -> Document {
-        match self {
-            Origin::Raw => Document::Raw,
-            Origin::Validate | Origin::Audit => Document::AdmissionReview,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Origin::Validate => "validate",
-            Origin::Audit => "audit",
-            Origin::Raw => "validate_raw",
-        }
-    }
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize, noop_endpoint: bool) -> Router {
@@ -185,46 +157,8 @@ async fn answer(
             ..Default::default()
         }
     } else {
-        let (evaluated, took) = evaluate(state, policy.clone(), request.clone(), origin).await;
-        let response = match evaluated {
-            Ok(response) => response,
-            Err(EvaluationFailure::Policy(reason)) => {
-                AdmissionResponse::internal_error(uid, reason)
-            }
-            Err(EvaluationFailure::Evaluation(EvaluationError::Timeout(limit))) => {
-                tracing::warn!(
-                    policy = id,
-                    ?limit,
-                    "evaluation interrupted: deadline exceeded"
-                );
-                AdmissionResponse::rejection(
-                    uid,
-                    EvaluationError::Timeout(limit).to_string(),
-                    Some(500),
-                )
-            }
-            Err(EvaluationFailure::Evaluation(err)) => {
-                tracing::warn!(policy = id, error = %err, "evaluation failed");
-                AdmissionResponse::internal_error(uid, err)
-            }
-            Err(EvaluationFailure::Pool(err)) => {
-                tracing::error!(policy = id, error = %err, "evaluation could not run");
-                AdmissionResponse::internal_error(uid, err)
-            }
-        };
-        // `/audit` reports the policy's own verdict; `/validate` and `/validate_raw` apply the
-        // policy's mode, mutation permission and message (as upstream does).
-        let response = if origin != Origin::Audit {
-            shape(
-                id,
-                policy.mode,
-                policy.allowed_to_mutate,
-                policy.message.as_deref(),
-                response,
-            )
-        } else {
-            response
-        };
+        let (outcome, took) = evaluate_on_pool(state, &policy, request.clone(), origin).await;
+        let response = evaluation::respond(id, &policy, uid, outcome, origin);
         state.metrics.record_evaluation(
             &EvaluationLabels {
                 policy_name: id,
@@ -275,105 +209,34 @@ struct RawReview<'a> {
     response: &'a AdmissionResponse,
 }
 
-#[derive(Debug)]
-enum EvaluationFailure {
-    /// The policy could not be loaded.
-    Policy(String),
-    Evaluation(EvaluationError),
-    Pool(crate::pool::PoolError),
-}
-
-/// Evaluates `request` on the pool; with the outcome, how long the evaluation itself took on
-/// its thread (zero when none ran), which is what the latency metric reports: the time spent
-/// waiting for a worker shows in the pool's gauges instead.
-async fn evaluate(
+/// Runs the policy on the evaluation pool; with the outcome, how long the evaluation itself
+/// took on its thread (zero when none ran), which is what the latency metric reports: the time
+/// spent waiting for a worker shows in the pool's gauges instead.
+async fn evaluate_on_pool(
     state: &AppState,
-    policy: Arc<ServedPolicy>,
+    policy: &ServedPolicy,
     request: Arc<DecodedRequest>,
     origin: Origin,
-) -> (Result<AdmissionResponse, EvaluationFailure>, Duration) {
-    if let Err(failure) = &policy.decider {
-        return (
-            Err(EvaluationFailure::Policy(failure.message.clone())),
-            Duration::ZERO,
-        );
-    }
+) -> (Result<AdmissionResponse, Failure>, Duration) {
+    let decider = match &policy.decider {
+        Ok(decider) => decider.clone(),
+        Err(failure) => {
+            return (
+                Err(Failure::NotLoaded(failure.message.clone())),
+                Duration::ZERO,
+            );
+        }
+    };
     let ran = state
         .pool
         .run(move || {
             let started = Instant::now();
-            let outcome = match &policy.decider {
-                Ok(Decider::Single(evaluator)) => match origin {
-                    Origin::Raw => evaluator.validate_raw_request(&request),
-                    _ => evaluator.validate_request(&request),
-                },
-                Ok(Decider::Group {
-                    expression,
-                    members,
-                    message,
-                }) => evaluate_group(expression, members, message, &request, origin),
-                Err(failure) => Err(EvaluationError::Instantiation(failure.message.clone())),
-            };
+            let outcome = evaluation::evaluate(&decider, &request, origin);
             (outcome, started.elapsed())
         })
         .await;
     match ran {
-        Ok((outcome, took)) => (outcome.map_err(EvaluationFailure::Evaluation), took),
-        Err(err) => (Err(EvaluationFailure::Pool(err)), Duration::ZERO),
+        Ok((outcome, took)) => (outcome.map_err(Failure::Evaluation), took),
+        Err(err) => (Err(Failure::Pool(err)), Duration::ZERO),
     }
-}
-
-/// Evaluates a group's expression, running a member only when the outcome depends on it.
-fn evaluate_group(
-    expression: &api_types::group_expression::GroupExpression,
-    members: &std::collections::BTreeMap<String, policy_evaluator::PolicyEvaluator>,
-    message: &str,
-    request: &DecodedRequest,
-    origin: Origin,
-) -> Result<AdmissionResponse, EvaluationError> {
-    let uid = request.uid();
-    let mut causes = Vec::new();
-    let mut warnings = Vec::new();
-    let allowed = expression.evaluate(&mut |name: &str| -> Result<bool, EvaluationError> {
-        let Some(member) = members.get(name) else {
-            return Err(EvaluationError::InvalidRequest(format!(
-                "unknown group member {name}"
-            )));
-        };
-        let response = match origin {
-            Origin::Raw => member.validate_raw_request(request)?,
-            _ => member.validate_request(request)?,
-        };
-        warnings.extend(response.warnings.clone().unwrap_or_default());
-        let (accepted, reason) = if response.patch.is_some() {
-            (
-                false,
-                Some("mutation is not allowed inside of policy group".to_string()),
-            )
-        } else {
-            (response.allowed, response.status.and_then(|s| s.message))
-        };
-        if !accepted {
-            causes.push(StatusCause {
-                field: Some(format!("spec.policies.{name}")),
-                message: reason,
-                reason: None,
-            });
-        }
-        Ok(accepted)
-    })?;
-    let mut response = AdmissionResponse {
-        uid: uid.to_string(),
-        allowed,
-        warnings: (!warnings.is_empty()).then_some(warnings),
-        ..Default::default()
-    };
-    if !allowed {
-        response.status = Some(AdmissionStatus {
-            message: Some(message.to_string()),
-            code: None,
-            details: Some(StatusDetails { causes }),
-        });
-    }
-    Ok(response)
 }

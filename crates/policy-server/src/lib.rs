@@ -7,6 +7,7 @@
 mod api;
 mod capabilities;
 mod cli;
+mod evaluation;
 mod fetch;
 mod loader;
 mod metrics;

@@ -34,8 +34,8 @@ pub struct ServedPolicy {
     pub allowed_to_mutate: bool,
     /// Replaces the policy's own message on rejection.
     pub message: Option<String>,
-    /// The decider, or why the policy cannot run.
-    pub decider: Result<Decider, LoadFailure>,
+    /// The decider (shared with the evaluation threads), or why the policy cannot run.
+    pub decider: Result<Arc<Decider>, LoadFailure>,
 }
 
 /// Why a policy cannot be served: what its requests are answered with (code 500) and what
@@ -84,12 +84,15 @@ impl ServedPolicy {
     /// What `GET /status` says of this policy now: its load state, and whether it has given
     /// a result it was not understood in (a group: the first such member).
     pub fn load_status(&self) -> PolicyLoadStatus {
-        let not_understood = match &self.decider {
+        let decider = match &self.decider {
             Err(failure) => {
                 return PolicyLoadStatus::failed(failure.reason, failure.message.clone());
             }
-            Ok(Decider::Single(evaluator)) => evaluator.result_not_understood().map(str::to_string),
-            Ok(Decider::Group { members, .. }) => members.iter().find_map(|(name, evaluator)| {
+            Ok(decider) => decider.as_ref(),
+        };
+        let not_understood = match decider {
+            Decider::Single(evaluator) => evaluator.result_not_understood().map(str::to_string),
+            Decider::Group { members, .. } => members.iter().find_map(|(name, evaluator)| {
                 evaluator
                     .result_not_understood()
                     .map(|shape| format!("member {name}: {shape}"))
@@ -212,7 +215,7 @@ fn load_single(
         entry.timeout_eval_seconds,
         entry.host_capabilities,
     )
-    .map(Decider::Single);
+    .map(|evaluator| Arc::new(Decider::Single(evaluator)));
     ServedPolicy {
         id: id.to_string(),
         mode: entry.policy_mode,
@@ -317,7 +320,8 @@ pub fn load_policies(
                     &group.expression,
                     group.policies,
                     group.message,
-                );
+                )
+                .map(Arc::new);
                 ServedPolicy {
                     id: id.clone(),
                     mode: group.policy_mode,
