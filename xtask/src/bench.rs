@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail};
 use api_types::metadata::{Metadata, annotate};
 
 use crate::certs::write_localhost_certificates;
-use crate::cluster::cache_root;
 use crate::demo::pod_review;
 use crate::local_server::{LocalPolicyServer, build, free_port};
+use crate::paths::cache_root;
 use crate::tls_floor::TlsFloor;
 
 /// One wrk run's results.

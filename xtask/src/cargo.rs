@@ -24,7 +24,7 @@ pub fn program() -> OsString {
 /// A cargo command of this workspace.
 pub fn command() -> Command {
     let mut command = Command::new(program());
-    command.current_dir(crate::repo_root());
+    command.current_dir(crate::paths::repo_root());
     command
 }
 

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use crate::bench::{prepare_load_dir, wrk};
 use crate::certs::write_localhost_certificates;
-use crate::cluster::cache_root;
 use crate::local_server::LocalPolicyServer;
+use crate::paths::cache_root;
 
 /// A hostile policy: its id, its `behaviour` setting, what its answer must say, and the most
 /// time an answer may take.

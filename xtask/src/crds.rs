@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn committed_crds_match_the_types() {
-        let root = crate::repo_root();
+        let root = crate::paths::repo_root();
         if let Err(err) = run(&root, true) {
             panic!("{err:#}");
         }

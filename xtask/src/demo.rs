@@ -11,8 +11,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::certs::write_localhost_certificates;
-use crate::cluster::cache_root;
 use crate::local_server::{LocalPolicyServer, build};
+use crate::paths::cache_root;
 
 /// An AdmissionReview creating a Pod with the given labels (a JSON object).
 pub fn pod_review(name: &str, labels: &str) -> String {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::cargo::{self, Binaries};
 use crate::cluster::build::BackgroundBuild;
 use crate::cluster::{self, ClusterLayout, NETNS};
-use crate::test::run_step as step;
+use crate::progress::run_step as step;
 
 /// `ip netns exec` mounts this over /etc/hosts: Service names of the e2e PolicyServers resolve
 /// to the host, where their local processes listen.

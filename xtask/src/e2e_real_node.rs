@@ -16,7 +16,7 @@ use crate::cargo;
 use crate::cluster::node::{self, REGISTRY};
 use crate::cluster::{self, ClusterLayout, NETNS};
 use crate::images;
-use crate::test::run_step as step;
+use crate::progress::run_step as step;
 
 /// The Service the scenarios' PolicyServers fetch the test policies from. It has no selector:
 /// its EndpointSlice points at a file server on the node's address.
@@ -48,7 +48,7 @@ struct FixtureServer(Child);
 
 impl FixtureServer {
     fn start(logs: &Path) -> Result<Self> {
-        let dir = crate::repo_root().join("crates/policy-evaluator/tests/fixtures");
+        let dir = crate::paths::repo_root().join("crates/policy-evaluator/tests/fixtures");
         let log = std::fs::File::create(logs.join("fixture-server.log"))?;
         let child = in_netns("python3")
             .args(["-m", "http.server", "--bind", "10.250.1.1"])
@@ -174,7 +174,7 @@ fn install_and_run(
     }
     // The registry holds them now; a tag per run would otherwise pile up in buildah's store.
     images::remove_from_buildah(&built);
-    let root = crate::repo_root();
+    let root = crate::paths::repo_root();
     let helm_install = |release: &str, chart: &str, values: &[String]| {
         let mut command = in_netns(helm);
         command

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::test::run_step;
+use crate::progress::run_step;
 
 /// Targets and the fixtures their corpus starts from.
 const TARGETS: &[(&str, &[&str])] = &[

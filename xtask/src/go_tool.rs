@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::cluster::cache_root;
+use crate::paths::cache_root;
 use crate::progress;
 
 /// Runs one step of a Go build (captured), saying what it does and, while it runs long, for

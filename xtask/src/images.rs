@@ -17,9 +17,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cargo;
-use crate::cluster::cache_root;
+use crate::paths::cache_root;
+use crate::paths::repo_root;
 use crate::progress;
-use crate::repo_root;
 
 /// An image of the stack: its Dockerfile, repository (under the registry) and the binaries the
 /// Dockerfile's `prebuilt` stage copies.

@@ -16,17 +16,18 @@ mod go_tool;
 mod helm;
 mod images;
 mod local_server;
+mod paths;
 mod policies;
 mod preflight;
 mod progress;
 mod test;
 mod tls_floor;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use paths::repo_root;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -140,15 +141,6 @@ enum BenchTarget {
     PolicyServer,
     Audit,
     Context,
-}
-
-/// The repository root (the parent of this crate's directory).
-pub(crate) fn repo_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or(manifest_dir)
 }
 
 fn main() -> ExitCode {

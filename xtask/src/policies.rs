@@ -15,8 +15,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use api_types::metadata::{Metadata, annotate};
 
-use crate::cluster::cache_root;
-use crate::test::run_step;
+use crate::paths::cache_root;
+use crate::progress::run_step;
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";

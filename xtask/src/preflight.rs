@@ -5,6 +5,10 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+/// The CNI plugins (bridge, host-local, loopback, portmap) of Debian's
+/// containernetworking-plugins.
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
 /// A program a task runs, and the Debian package that provides it.
 struct Tool {
     program: &'static str,
@@ -146,14 +150,11 @@ pub fn require_cluster_tools() -> Result<()> {
 /// What `cargo xtask cluster up --real-node` and the real-node e2e need.
 pub fn require_real_node_tools() -> Result<()> {
     require(REAL_NODE_TOOLS)?;
-    if !Path::new(crate::cluster::node::CNI_BIN_DIR)
-        .join("bridge")
-        .is_file()
-    {
+    if !Path::new(CNI_BIN_DIR).join("bridge").is_file() {
         bail!(
             "the CNI plugins are missing from {}; install them (Debian package: \
              containernetworking-plugins)",
-            crate::cluster::node::CNI_BIN_DIR
+            CNI_BIN_DIR
         );
     }
     require_cluster_tools()

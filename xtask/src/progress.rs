@@ -89,6 +89,18 @@ pub fn run_captured(prefix: &str, description: &str, command: &mut Command) -> R
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Runs a command, echoing it first, and fails with its exit status.
+pub fn run_step(description: &str, command: &mut Command) -> Result<()> {
+    println!("==> {description}");
+    let status = command
+        .status()
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

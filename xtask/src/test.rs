@@ -9,23 +9,12 @@
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::cluster::build::BackgroundBuild;
 use crate::cluster::{self, ClusterLayout, NETNS};
 use crate::helm;
-
-/// Runs a command, echoing it first, and fails with its exit status.
-pub fn run_step(description: &str, command: &mut Command) -> Result<()> {
-    println!("==> {description}");
-    let status = command
-        .status()
-        .with_context(|| format!("starting {:?}", command.get_program()))?;
-    if !status.success() {
-        bail!("{description} failed ({status})");
-    }
-    Ok(())
-}
+use crate::progress::run_step;
 
 /// Load seconds of the fault suite in the full test run (`cargo xtask chaos` runs longer).
 const CHAOS_SECONDS: u32 = 6;
@@ -36,7 +25,7 @@ pub fn run(fast_only: bool) -> Result<()> {
         crate::preflight::require_test_tools()?;
         crate::preflight::require_real_node_tools()?;
     }
-    crate::crds::run(&crate::repo_root(), true)
+    crate::crds::run(&crate::paths::repo_root(), true)
         .context("the CRD manifests differ from the types; run `cargo xtask gen-crds`")?;
     // The full run builds the control plane and helm (for the chart tests) from Go while cargo
     // compiles the tests; the fast run uses helm if it was built before.
@@ -74,7 +63,7 @@ pub fn run(fast_only: bool) -> Result<()> {
     }
     println!("==> faults under load (cargo xtask chaos, short)");
     crate::chaos::run(
-        &crate::repo_root(),
+        &crate::paths::repo_root(),
         CHAOS_SECONDS,
         tests.path("policy-server")?,
     )?;

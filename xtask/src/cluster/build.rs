@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use super::{KUBERNETES_VERSION, KWOK_VERSION, cache_root};
+use super::{KUBERNETES_VERSION, KWOK_VERSION};
 use crate::go_tool::go_step;
+use crate::paths::cache_root;
 use crate::progress;
 
 /// The binaries `up` needs, all in one directory.
@@ -160,7 +161,7 @@ pub fn build_node() -> Result<PathBuf> {
             &out,
         )?;
     }
-    let source = crate::repo_root().join("xtask/assets/pause.c");
+    let source = crate::paths::repo_root().join("xtask/assets/pause.c");
     run(
         "compiling pause (static)",
         Command::new("gcc")

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{NETNS, build, cache_root, pki};
+use super::{NETNS, build, pki};
+use crate::paths::cache_root;
 
 /// Address of the apiserver inside the namespace (on a veth, so it is not loopback).
 pub(super) const ADVERTISE_ADDRESS: &str = "10.250.1.1";

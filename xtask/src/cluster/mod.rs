@@ -11,8 +11,6 @@ mod lifecycle;
 pub mod node;
 mod pki;
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Subcommand;
 
@@ -65,18 +63,6 @@ pub enum ClusterCommand {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
-}
-
-/// Root of everything this project caches outside the repository.
-pub fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KUBEWARDEN_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("kubewarden-rs")
 }
 
 pub fn run(command: ClusterCommand) -> Result<()> {

@@ -324,7 +324,7 @@ state = "{state}"
             state = display(&node.path("containerd/state")),
             socket = display(&node.containerd_socket()),
             opt = display(&node.path("containerd/opt")),
-            cni_bin = CNI_BIN_DIR,
+            cni_bin = crate::preflight::CNI_BIN_DIR,
             cni_conf = display(&node.path("cni/net.d")),
             certs_d = display(&node.path("containerd/certs.d")),
             restrict_oom = !has_capability(CAP_SYS_RESOURCE),
@@ -355,10 +355,6 @@ fn has_capability(capability: u32) -> bool {
         })
         .is_none_or(|caps| caps & (1 << capability) != 0)
 }
-
-/// The CNI plugins (bridge, host-local, loopback, portmap) of Debian's
-/// containernetworking-plugins.
-pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 fn start_kubelet(cluster: &ClusterLayout, node: &NodeLayout, bin: &Path) -> Result<()> {
     // Pods with `dnsPolicy: Default` and host-network pods resolve through CoreDNS too: the
