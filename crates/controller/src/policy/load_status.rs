@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api_types::load_status::{PolicyLoadStatus, PolicyServerLoadStatus, STATUS_PATH};
 use http_body_util::{BodyExt, Empty};
@@ -19,11 +19,24 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// The load status each PolicyServer's current pods reported. A pod's load state never changes
-/// (policies load once, at start-up), so an answer holds until the set of pods changes: one
-/// request per rollout, not one per policy reconciliation.
+/// (policies load once, at start-up), so an answer holds until the set of pods changes, or
+/// for [`MAX_AGE`] at most, since a pod may learn while serving that a policy answers in a
+/// shape it does not understand: one request per PolicyServer per rollout or minute, not one
+/// per policy reconciliation.
 #[derive(Debug, Default)]
 pub struct LoadStatusCache {
-    by_policy_server: Mutex<HashMap<String, (String, Arc<PolicyServerLoadStatus>)>>,
+    by_policy_server: Mutex<HashMap<String, CachedStatus>>,
+}
+
+/// How long an answer is used before it is asked again.
+const MAX_AGE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+struct CachedStatus {
+    /// The pods (and their restarts) that answered.
+    pods: String,
+    fetched: Instant,
+    status: Arc<PolicyServerLoadStatus>,
 }
 
 impl LoadStatusCache {
@@ -60,15 +73,23 @@ impl LoadStatusCache {
         let status = match cached {
             // An answer without the policy may come from a process older than the config
             // that added it: asked again.
-            Some((cached_key, status))
-                if cached_key == key && status.policies.contains_key(unique_name) =>
+            Some(cached)
+                if cached.pods == key
+                    && cached.fetched.elapsed() < MAX_AGE
+                    && cached.status.policies.contains_key(unique_name) =>
             {
-                status
+                cached.status
             }
             _ => {
                 let status = Arc::new(fetch(pods, readiness_port).await?);
-                self.lock()
-                    .insert(policy_server.to_string(), (key, status.clone()));
+                self.lock().insert(
+                    policy_server.to_string(),
+                    CachedStatus {
+                        pods: key,
+                        fetched: Instant::now(),
+                        status: status.clone(),
+                    },
+                );
                 status
             }
         };
@@ -78,9 +99,7 @@ impl LoadStatusCache {
         })
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, Arc<PolicyServerLoadStatus>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedStatus>> {
         // A poisoned map only holds answers; they stay valid.
         self.by_policy_server
             .lock()

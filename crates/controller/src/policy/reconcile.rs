@@ -42,6 +42,10 @@ pub mod condition {
 /// How often a policy whose load state could not be read is looked at again.
 const LOAD_STATUS_RETRY: Duration = Duration::from_secs(15);
 
+/// How often a loaded policy's status is read again: a policy-server may learn while serving
+/// that a policy answers in a shape it does not understand (`resultNotUnderstood`).
+const LOADED_RECHECK: Duration = Duration::from_secs(300);
+
 /// How often a policy waiting for its policy-server rollout is looked at again (pod events
 /// usually come sooner).
 const ROLLOUT_POLL: Duration = Duration::from_secs(2);
@@ -276,7 +280,7 @@ fn record_load_status(
                 ),
                 None => status.cleared.push(condition::RESULT_UNDERSTOOD),
             }
-            Action::await_change()
+            Action::requeue(LOADED_RECHECK)
         }
         Ok(failed) => {
             status.phase = PolicyStatusPhase::Error;
@@ -440,8 +444,10 @@ mod tests {
         assert!(understood.message.contains("enforces nothing"));
 
         let mut status = update();
-        record_load_status(Ok(PolicyLoadStatus::loaded()), &mut status);
+        let action = record_load_status(Ok(PolicyLoadStatus::loaded()), &mut status);
         assert_eq!(status.cleared, vec!["PolicyResultUnderstood"]);
+        // Read again later: a shape only real requests show reaches the condition too.
+        assert_eq!(action, Action::requeue(LOADED_RECHECK));
     }
 
     #[test]
