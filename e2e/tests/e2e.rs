@@ -551,7 +551,9 @@ async fn the_whole_journey() {
         Mode::Local => audit(&apps, &default_ps, &monitor, &monitored).await,
         Mode::Kind | Mode::RealNode => {
             // The group's removal rolls the PolicyServer; the audit must meet the new pods only.
-            wait_rolled_out(&apps, &default_ps).await;
+            // The group's finalizer is released before the controller rewrites the ConfigMap,
+            // so "rolled out" must be of a configuration without the group.
+            wait_rolled_out(&apps, &default_ps, &group).await;
             audit_with_cronjob(&apps, &monitor, &monitored).await
         }
     }
@@ -579,16 +581,26 @@ async fn the_whole_journey() {
     apps.cleanup().await;
 }
 
-/// Waits until the PolicyServer's pod template carries its current ConfigMap, every pod runs that
-/// template and is ready, and no pod of an older one is left.
-async fn wait_rolled_out(cluster: &TestCluster, policy_server: &str) {
+/// Waits until the PolicyServer's ConfigMap no longer serves `removed` (a deleted policy's
+/// name), its pod template carries that ConfigMap, every pod runs that template and is ready,
+/// and no pod of an older one is left.
+async fn wait_rolled_out(cluster: &TestCluster, policy_server: &str, removed: &str) {
     use api_types::naming::labels::CONFIG_VERSION;
     use k8s_openapi::api::core::v1::ConfigMap;
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let name = format!("policy-server-{policy_server}");
     wait_until(&format!("{name} rolled out"), WAIT, || async {
-        let config = config_maps.get(&name).await?.resource_version();
+        let config_map = config_maps.get(&name).await?;
+        let served = config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(api_types::naming::POLICIES_CONFIG_KEY))
+            .is_some_and(|policies| policies.contains(removed));
+        if served {
+            return Ok(false);
+        }
+        let config = config_map.resource_version();
         let deployment = deployments.get(&name).await?;
         let template_config = deployment
             .spec

@@ -81,38 +81,28 @@ async fn verdicts_and_response_shaping() {
     );
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(message(&answer), "label forbidden is not allowed");
-    let (_, answer) = post(
-        &server,
-        "/validate/reject-label",
-        review(json!({"ok": "1"})),
-    )
-    .await;
-    assert_eq!(answer["response"]["allowed"], true);
-
-    // Monitor mode admits; /audit gives the audit-scanner the policy's own verdict.
-    let (_, answer) = post(
-        &server,
-        "/validate/monitored",
-        review(json!({"forbidden": "1"})),
-    )
-    .await;
-    assert_eq!(answer["response"]["allowed"], true);
-    let (_, answer) = post(
-        &server,
-        "/audit/monitored",
-        review(json!({"forbidden": "1"})),
-    )
-    .await;
-    assert_eq!(answer["response"]["allowed"], false);
-
-    // A policy's custom message replaces its own on rejection.
-    let (_, answer) = post(
-        &server,
-        "/validate/custom-message",
-        review(json!({"forbidden": "1"})),
-    )
-    .await;
-    assert_eq!(message(&answer), "refused by the platform team");
+    // Each endpoint's verdict: the policy's own on /audit, shaped by the policy's mode on
+    // /validate (monitor admits), with the policy's custom message replacing its own.
+    for (path, labels, allowed, expected_message) in [
+        ("/validate/reject-label", json!({"ok": "1"}), true, ""),
+        ("/validate/monitored", json!({"forbidden": "1"}), true, ""),
+        (
+            "/audit/monitored",
+            json!({"forbidden": "1"}),
+            false,
+            "label forbidden is not allowed",
+        ),
+        (
+            "/validate/custom-message",
+            json!({"forbidden": "1"}),
+            false,
+            "refused by the platform team",
+        ),
+    ] {
+        let (_, answer) = post(&server, path, review(labels)).await;
+        assert_eq!(answer["response"]["allowed"], allowed, "{path}: {answer}");
+        assert_eq!(message(&answer), expected_message, "{path}: {answer}");
+    }
 
     // A mutation is a patch only where the policy may mutate.
     let (_, answer) = post(&server, "/validate/mutate", review(json!({}))).await;
