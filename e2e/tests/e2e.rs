@@ -583,12 +583,15 @@ async fn the_whole_journey() {
 
 /// Waits until the PolicyServer's ConfigMap no longer serves `removed` (a deleted policy's
 /// name), its pod template carries that ConfigMap, every pod runs that template and is ready,
-/// and no pod of an older one is left.
+/// no pod of an older one is left, and the Service's endpoints are exactly those pods.
 async fn wait_rolled_out(cluster: &TestCluster, policy_server: &str, removed: &str) {
     use api_types::naming::labels::CONFIG_VERSION;
     use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let endpoint_slices: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let name = format!("policy-server-{policy_server}");
     wait_until(&format!("{name} rolled out"), WAIT, || async {
         let config_map = config_maps.get(&name).await?;
@@ -618,15 +621,57 @@ async fn wait_rolled_out(cluster: &TestCluster, policy_server: &str, removed: &s
             .and_then(|s| s.replicas)
             .unwrap_or(1);
         let generation = deployment.metadata.generation;
-        Ok(deployment.status.is_some_and(|status| {
+        let deployment_done = deployment.status.is_some_and(|status| {
             status.observed_generation == generation
                 && status.updated_replicas == Some(wanted)
                 && status.ready_replicas == Some(wanted)
                 && status.replicas == Some(wanted)
-        }))
+        });
+        if !deployment_done {
+            return Ok(false);
+        }
+        // The Deployment's status counts a terminating pod out before it is gone and before
+        // the Service stops sending it connections: wait for the pods and the endpoints too.
+        let pods = pods
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+            .await?
+            .items;
+        let current: Vec<String> = pods
+            .iter()
+            .filter(|pod| {
+                pod.metadata.deletion_timestamp.is_none()
+                    && pod.labels().get(CONFIG_VERSION) == config.as_ref()
+                    && pod_ready(pod)
+            })
+            .filter_map(|pod| pod.status.as_ref()?.pod_ip.clone())
+            .collect();
+        if pods.len() != current.len() || current.len() != usize::try_from(wanted).unwrap_or(1) {
+            return Ok(false);
+        }
+        let slices = endpoint_slices
+            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
+            .await?
+            .items;
+        let endpoints: Vec<&String> = slices
+            .iter()
+            .flat_map(|slice| &slice.endpoints)
+            .flat_map(|endpoint| &endpoint.addresses)
+            .collect();
+        Ok(endpoints.len() == current.len() && endpoints.iter().all(|ip| current.contains(ip)))
     })
     .await
     .expect("rolled out");
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
 }
 
 /// mTLS mode: the policy-server turns away a client without a certificate and serves one
