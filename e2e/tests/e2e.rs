@@ -785,10 +785,18 @@ async fn check_monitored_report(cluster: &TestCluster, monitor: &str, monitored:
         .iter()
         .filter_map(|r| Some((r.policy.clone(), r.result?)))
         .collect();
+    // The explanations say why a result is not the one expected (an `error` names the
+    // audit-scanner's failure to reach the policy-server).
+    let explanations: Vec<(&str, Option<&str>)> = report
+        .spec
+        .results
+        .iter()
+        .map(|r| (r.policy.as_str(), r.description.as_deref()))
+        .collect();
     assert_eq!(
         results.get(&format!("clusterwide-{monitor}")),
         Some(&ResultOutcome::Fail),
-        "{results:?}"
+        "{results:?}: {explanations:?}"
     );
 }
 
