@@ -18,6 +18,10 @@ pub struct PolicyServerLoadStatus {
     pub loaded: bool,
     /// Every policy and group of the configuration, by id (the policy's unique name).
     pub policies: BTreeMap<String, PolicyLoadStatus>,
+    /// With in-place reloading: why the newest `policies.yml` could not be read at all (the
+    /// previous configuration is still served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_error: Option<String>,
 }
 
 /// Whether one policy (or group) is served, and if not, why.
@@ -35,6 +39,24 @@ pub struct PolicyLoadStatus {
     /// policy enforces nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_not_understood: Option<String>,
+    /// The [digest](crate::config::PolicyOrGroup::digest) of the configuration entry served
+    /// (absent from older policy-servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// With in-place reloading: a newer entry of this policy that could not be loaded, while
+    /// the version of `digest` goes on serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_update: Option<RejectedUpdate>,
+}
+
+/// A version of a policy a policy-server could not load in place of the one it serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedUpdate {
+    /// The digest of the entry that could not be loaded.
+    pub digest: String,
+    pub reason: LoadFailureReason,
+    pub message: String,
 }
 
 impl PolicyLoadStatus {
@@ -44,6 +66,8 @@ impl PolicyLoadStatus {
             reason: None,
             message: None,
             result_not_understood: None,
+            digest: None,
+            rejected_update: None,
         }
     }
 
@@ -61,7 +85,15 @@ impl PolicyLoadStatus {
             loaded: false,
             reason: Some(reason),
             message: Some(message.into()),
-            result_not_understood: None,
+            ..PolicyLoadStatus::loaded()
+        }
+    }
+
+    /// This status, saying it is of the entry with `digest`.
+    pub fn with_digest(self, digest: impl Into<String>) -> Self {
+        PolicyLoadStatus {
+            digest: Some(digest.into()),
+            ..self
         }
     }
 }
@@ -106,6 +138,7 @@ mod tests {
                     PolicyLoadStatus::failed(LoadFailureReason::SettingsInvalid, "no"),
                 ),
             ]),
+            reload_error: None,
         };
         let text = serde_json::to_string(&status).expect("serializes");
         assert_eq!(

@@ -84,6 +84,10 @@ pub mod annotations {
     /// Policy annotations the audit-scanner copies into reports.
     pub const POLICY_SEVERITY: &str = "io.kubewarden.policy.severity";
     pub const POLICY_CATEGORY: &str = "io.kubewarden.policy.category";
+    /// Short digest of the `policies.yml` a policy-server pod should serve, written on the pods
+    /// of an in-place reloading PolicyServer: updating a pod makes its kubelet refresh the
+    /// mounted ConfigMap at once instead of at its next periodic sync (up to a minute).
+    pub const POLICIES_DIGEST: &str = "kubewarden.io/policies-digest";
     /// Revision annotation the Deployment controller puts on ReplicaSets.
     pub const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
 }

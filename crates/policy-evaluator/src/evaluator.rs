@@ -145,7 +145,7 @@ impl PolicyEvaluator {
         self.idle_wapc.memory_bytes() + self.idle_rego.memory_bytes()
     }
 
-    pub fn module(&self) -> &PolicyModule {
+    pub fn module(&self) -> &Arc<PolicyModule> {
         &self.module
     }
 

@@ -1,9 +1,10 @@
 //! The webhook endpoints: `/validate/{id}`, `/audit/{id}`, `/validate_raw/{id}`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -27,10 +28,32 @@ pub type ServedPolicies = HashMap<String, Arc<ServedPolicy>>;
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
-    pub policies: Arc<ServedPolicies>,
+    /// The policies served. An in-place reload replaces the whole set at once; a request
+    /// keeps the policy it started with until it is answered.
+    pub policies: ArcSwap<ServedPolicies>,
+    /// Why the newest policies file could not be read (in-place reloading), while the
+    /// previous configuration goes on serving.
+    pub reload_error: Mutex<Option<String>>,
     pub pool: EvaluationPool,
     pub metrics: Metrics,
     pub always_accept_namespace: Option<String>,
+}
+
+impl AppState {
+    pub fn set_reload_error(&self, error: Option<String>) {
+        // A poisoned lock still holds a whole value.
+        *self
+            .reload_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    pub fn reload_error(&self) -> Option<String> {
+        self.reload_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize, noop_endpoint: bool) -> Router {
@@ -134,7 +157,7 @@ async fn answer(
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
-    let Some(policy) = state.policies.get(id).cloned() else {
+    let Some(policy) = state.policies.load().get(id).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("unknown policy: {id}"));
     };
     // Shared with the evaluation thread, which drops its handle first: the request is freed

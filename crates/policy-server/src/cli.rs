@@ -132,6 +132,14 @@ pub struct Cli {
     #[arg(long, env = "KUBEWARDEN_EXIT_ON_POLICY_ERRORS", value_parser = FalseyValueParser::new())]
     pub exit_on_policy_errors: bool,
 
+    /// Reload policies in place (not in upstream): watch the --policies file and, when it
+    /// changes, load the new configuration beside the served one and switch to it without
+    /// dropping a request. A policy whose new version cannot be loaded keeps serving its
+    /// previous version (`GET /status` on the readiness port says why). Changes of the other
+    /// files (sources, verification) still need a restart.
+    #[arg(long, env = "KUBEWARDEN_RELOAD_POLICIES", value_parser = FalseyValueParser::new())]
+    pub reload_policies: bool,
+
     /// Give every evaluation a fresh WebAssembly instance instead of reusing the instance of an
     /// earlier successful evaluation (stronger isolation between requests, about 5x more
     /// evaluation time for small policies).

@@ -21,6 +21,6 @@ pub use api::ServedPolicies;
 /// upstream's.
 pub use cli::Cli as Config;
 pub use cli::LogFormat;
-pub use loader::{Decider, LoadFailure, ServedPolicy};
+pub use loader::{Decider, LoadFailure, LoadSummary, ServedPolicy};
 pub use metrics::Metrics;
-pub use server::{PolicyServer, run};
+pub use server::{PolicyServer, ReloadError, run};

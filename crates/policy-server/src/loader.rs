@@ -3,17 +3,24 @@
 //! so that requests for it get a clear rejection instead of a 404.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use api_types::config::{PoliciesConfig, PolicyEntry, PolicyGroupMemberEntry, PolicyOrGroup};
+use api_types::config::{
+    PoliciesConfig, PolicyEntry, PolicyGroupMemberEntry, PolicyOrGroup, VerificationConfig,
+};
 use api_types::crd::PolicyMode;
 use api_types::group_expression::GroupExpression;
-use api_types::load_status::{LoadFailureReason, PolicyLoadStatus};
+use api_types::load_status::{LoadFailureReason, PolicyLoadStatus, RejectedUpdate};
 use policy_evaluator::host::HostCapabilities;
 use policy_evaluator::{
     EvaluationLimits, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
 };
+
+use crate::api::ServedPolicies;
+use crate::capabilities::{ServerCapabilities, context_grants};
+use crate::fetch::Fetcher;
+use crate::signatures::SignatureVerifier;
 
 /// How a served policy decides.
 #[derive(Debug)]
@@ -27,9 +34,14 @@ pub enum Decider {
 }
 
 /// A policy as the server runs it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServedPolicy {
     pub id: String,
+    /// The [digest](api_types::config::PolicyOrGroup::digest) of the configuration entry
+    /// this policy was loaded from.
+    pub digest: String,
+    /// A newer entry that could not be loaded in place of this one (in-place reloading).
+    pub rejected_update: Option<RejectedUpdate>,
     pub mode: PolicyMode,
     pub allowed_to_mutate: bool,
     /// Replaces the policy's own message on rejection.
@@ -84,6 +96,13 @@ impl ServedPolicy {
     /// What `GET /status` says of this policy now: its load state, and whether it has given
     /// a result it was not understood in (a group: the first such member).
     pub fn load_status(&self) -> PolicyLoadStatus {
+        PolicyLoadStatus {
+            rejected_update: self.rejected_update.clone(),
+            ..self.load_state().with_digest(&self.digest)
+        }
+    }
+
+    fn load_state(&self) -> PolicyLoadStatus {
         let decider = match &self.decider {
             Err(failure) => {
                 return PolicyLoadStatus::failed(failure.reason, failure.message.clone());
@@ -122,11 +141,16 @@ pub struct LoadOptions {
 struct ModuleCache<'a> {
     engine: &'a PolicyEngine,
     fetched: HashMap<String, Result<Vec<u8>, String>>,
+    /// Modules compiled before (by an earlier load of a reloading server), used as they are.
+    known: HashMap<String, Arc<PolicyModule>>,
     modules: HashMap<String, Result<Arc<PolicyModule>, String>>,
 }
 
 impl ModuleCache<'_> {
     fn get(&mut self, url: &str) -> Result<Arc<PolicyModule>, String> {
+        if let Some(module) = self.known.get(url) {
+            return Ok(module.clone());
+        }
         if let Some(module) = self.modules.get(url) {
             return module.clone();
         }
@@ -205,6 +229,7 @@ fn load_single(
     options: &LoadOptions,
     id: &str,
     entry: PolicyEntry,
+    digest: String,
 ) -> ServedPolicy {
     let decider = evaluator(
         modules,
@@ -218,6 +243,8 @@ fn load_single(
     .map(|evaluator| Arc::new(Decider::Single(evaluator)));
     ServedPolicy {
         id: id.to_string(),
+        digest,
+        rejected_update: None,
         mode: entry.policy_mode,
         allowed_to_mutate: entry.allowed_to_mutate,
         message: entry.message,
@@ -295,23 +322,30 @@ pub fn evaluator_count(config: &PoliciesConfig) -> usize {
         .sum()
 }
 
-/// Loads every policy of `config` from the fetched modules (by URL). Never fails as a whole:
-/// each policy carries its own error.
-pub fn load_policies(
+/// Modules by URL.
+type Modules = HashMap<String, Arc<PolicyModule>>;
+
+/// Loads every policy of `config` from the fetched modules (by URL), or from `known` modules
+/// compiled before. Never fails as a whole: each policy carries its own error. Returns the
+/// policies and every module this load could use, by URL.
+fn load_policies(
     engine: &PolicyEngine,
     config: PoliciesConfig,
     fetched: HashMap<String, Result<Vec<u8>, String>>,
+    known: Modules,
     options: &LoadOptions,
-) -> HashMap<String, ServedPolicy> {
+) -> (HashMap<String, ServedPolicy>, Modules) {
     let mut modules = ModuleCache {
         engine,
         fetched,
+        known,
         modules: HashMap::new(),
     };
     let mut served = HashMap::new();
     for (id, entry) in config.0 {
+        let digest = entry.digest();
         let policy = match entry {
-            PolicyOrGroup::Policy(entry) => load_single(&mut modules, options, &id, entry),
+            PolicyOrGroup::Policy(entry) => load_single(&mut modules, options, &id, entry, digest),
             PolicyOrGroup::Group(group) => {
                 let decider = load_group(
                     &mut modules,
@@ -324,6 +358,8 @@ pub fn load_policies(
                 .map(Arc::new);
                 ServedPolicy {
                     id: id.clone(),
+                    digest,
+                    rejected_update: None,
                     mode: group.policy_mode,
                     allowed_to_mutate: false,
                     message: None,
@@ -339,7 +375,205 @@ pub fn load_policies(
         }
         served.insert(id, policy);
     }
-    served
+    let mut usable = modules.known;
+    usable.extend(
+        modules
+            .modules
+            .into_iter()
+            .filter_map(|(url, module)| Some((url, module.ok()?))),
+    );
+    (served, usable)
+}
+
+/// Loads configurations: the first at start-up, and with in-place reloading each newer one
+/// beside the set being served, with the same engine, module sources and host capabilities.
+pub struct Loader {
+    pub engine: PolicyEngine,
+    pub options: LoadOptions,
+    pub fetcher: Fetcher,
+    pub signatures: Arc<SignatureVerifier>,
+    /// Signatures modules must carry (`--verification-path`).
+    pub verification: Option<Arc<VerificationConfig>>,
+    pub capabilities: Arc<ServerCapabilities>,
+    /// The modules the served set uses, by URL: a reload compiles (and fetches) only modules
+    /// it has not got.
+    compiled: Mutex<Modules>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one load did, for its log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Policies served as they were (same entry, already loaded).
+    pub kept: usize,
+    /// Policies loaded from their entry.
+    pub loaded: usize,
+    /// Policies that cannot be served at all.
+    pub failed: usize,
+    /// Changed policies whose new entry cannot be loaded: their previous version goes on.
+    pub rejected_updates: usize,
+}
+
+impl Loader {
+    pub fn new(
+        engine: PolicyEngine,
+        options: LoadOptions,
+        fetcher: Fetcher,
+        signatures: Arc<SignatureVerifier>,
+        verification: Option<Arc<VerificationConfig>>,
+        capabilities: Arc<ServerCapabilities>,
+    ) -> Self {
+        Loader {
+            engine,
+            options,
+            fetcher,
+            signatures,
+            verification,
+            capabilities,
+            compiled: Mutex::new(Modules::new()),
+        }
+    }
+
+    /// Loads `config` beside `current`, the set being served, which goes on serving
+    /// meanwhile:
+    /// - a policy whose entry has the [digest](PolicyOrGroup::digest) of a loaded policy of
+    ///   `current` is that policy (its warm instances and what it learnt included);
+    /// - any other is loaded, fetching and compiling only modules not already compiled;
+    /// - a policy of `current` whose new entry cannot be loaded keeps its current version,
+    ///   with the failure as its [`rejected_update`](ServedPolicy::rejected_update).
+    ///
+    /// Policies of `current` that `config` does not list are left out. Fails only when a
+    /// loading task panics.
+    pub async fn load(
+        &self,
+        config: PoliciesConfig,
+        current: &ServedPolicies,
+    ) -> Result<(ServedPolicies, LoadSummary), tokio::task::JoinError> {
+        let started = Instant::now();
+        let all_urls = module_urls(&config);
+        if let Err(reason) = self
+            .capabilities
+            .replace_grants(context_grants(&config))
+            .await
+        {
+            tracing::error!(%reason, "context-aware policies cannot read some kinds");
+        }
+        let mut served = ServedPolicies::new();
+        let mut to_load = PoliciesConfig::default();
+        for (id, entry) in config.0 {
+            match current.get(&id) {
+                Some(policy) if policy.decider.is_ok() && policy.digest == entry.digest() => {
+                    let policy = if policy.rejected_update.is_some() {
+                        Arc::new(ServedPolicy {
+                            rejected_update: None,
+                            ..ServedPolicy::clone(policy)
+                        })
+                    } else {
+                        policy.clone()
+                    };
+                    served.insert(id, policy);
+                }
+                _ => {
+                    to_load.0.insert(id, entry);
+                }
+            }
+        }
+        let mut summary = LoadSummary {
+            kept: served.len(),
+            ..LoadSummary::default()
+        };
+        let known = self.lock_compiled().clone();
+        let missing: Vec<String> = module_urls(&to_load)
+            .into_iter()
+            .filter(|url| !known.contains_key(url))
+            .collect();
+        let fetched = self.fetch(missing).await?;
+        let engine = self.engine.clone();
+        let options = self.options.clone();
+        let (loaded, usable) = tokio::task::spawn_blocking(move || {
+            load_policies(&engine, to_load, fetched, known, &options)
+        })
+        .await?;
+        for (id, policy) in loaded {
+            let policy = match (current.get(&id), &policy.decider) {
+                (Some(previous), Err(failure)) if previous.decider.is_ok() => {
+                    tracing::error!(policy = %id, reason = %failure, "the new version of the policy cannot be loaded; its previous version goes on serving");
+                    summary.rejected_updates += 1;
+                    Arc::new(ServedPolicy {
+                        rejected_update: Some(RejectedUpdate {
+                            digest: policy.digest.clone(),
+                            reason: failure.reason,
+                            message: failure.message.clone(),
+                        }),
+                        ..ServedPolicy::clone(previous)
+                    })
+                }
+                (_, Err(_)) => {
+                    summary.failed += 1;
+                    Arc::new(policy)
+                }
+                (_, Ok(_)) => {
+                    summary.loaded += 1;
+                    Arc::new(policy)
+                }
+            };
+            served.insert(id, policy);
+        }
+        // Modules no served policy uses any more are dropped with the set that used them.
+        let mut compiled = usable;
+        compiled.retain(|url, _| all_urls.contains(url));
+        *self.lock_compiled() = compiled;
+        tracing::info!(
+            kept = summary.kept,
+            loaded = summary.loaded,
+            failed = summary.failed,
+            rejected_updates = summary.rejected_updates,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "policies loaded"
+        );
+        Ok((served, summary))
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, Modules> {
+        // Replaced whole: a poisoned lock still holds a complete map.
+        self.compiled.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fetches (and verifies, with a verification config) every module of `urls` at once.
+    async fn fetch(
+        &self,
+        urls: Vec<String>,
+    ) -> Result<HashMap<String, Result<Vec<u8>, String>>, tokio::task::JoinError> {
+        let mut downloads = tokio::task::JoinSet::new();
+        for url in urls {
+            let fetcher = self.fetcher.clone();
+            let signatures = self.signatures.clone();
+            let verification = self.verification.clone();
+            downloads.spawn(async move {
+                let result = match verification {
+                    Some(verification) => signatures.fetch_module(&url, &verification).await,
+                    None => fetcher.fetch(&url).await,
+                };
+                (url, result)
+            });
+        }
+        let mut fetched = HashMap::new();
+        while let Some(done) = downloads.join_next().await {
+            let (url, result) = done?;
+            if let Err(reason) = &result {
+                tracing::error!(module = %url, %reason, "module cannot be fetched");
+            }
+            fetched.insert(url, result);
+        }
+        Ok(fetched)
+    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,13 @@ fn verdicts_shaping_and_errors_over_https() {
         .expect("curl");
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(status["loaded"], true, "{status}");
-    assert_eq!(status["policies"]["reject-label"], json!({"loaded": true}));
+    let loaded = &status["policies"]["reject-label"];
+    assert_eq!(loaded["loaded"], true, "{loaded}");
+    assert_eq!(
+        loaded["digest"].as_str().map(str::len),
+        Some(64),
+        "the SHA-256 of the entry served: {loaded}"
+    );
     let bad = &status["policies"]["bad-settings"];
     assert_eq!(
         (&bad["loaded"], &bad["reason"]),
@@ -394,6 +400,75 @@ fn rotated_certificates_are_picked_up() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn policies_reload_in_place_under_load_without_a_failed_request() {
+    let (dir, _pki) = setup("reload-under-load");
+    let f = fixtures().display().to_string();
+    let policies_text = |denied: &str| {
+        format!(
+            "labels:\n  module: file://{f}/reject-by-label.wasm\n  settings: {{denied_labels: [{denied}]}}\n"
+        )
+    };
+    let policies = write(&dir, "policies.yml", &policies_text("first"));
+    let server = start_with(&dir, &policies, None, &["--reload-policies"]);
+    let ca = dir.join("ca.crt");
+    assert_eq!(
+        verdict(&server, &ca, "labels", json!({"first": "1"}))["allowed"],
+        false
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answered, failures) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let mut answered = 0;
+            let mut failures = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = post(
+                    &server,
+                    &ca,
+                    "/validate/labels",
+                    &review(json!({"steady": "1"})),
+                    None,
+                );
+                if status == 200 && body["response"]["allowed"] == true {
+                    answered += 1;
+                } else {
+                    failures.push(format!("{status}: {body}"));
+                }
+            }
+            (answered, failures)
+        });
+        // kubelet swaps a mounted ConfigMap's files whole; so does a rename.
+        write(&dir, "policies.yml.next", &policies_text("second"));
+        std::fs::rename(dir.join("policies.yml.next"), &policies).expect("rename");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while verdict(&server, &ca, "labels", json!({"second": "1"}))["allowed"] != false {
+            assert!(
+                Instant::now() < deadline,
+                "the new settings were not served within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.join().expect("the load thread")
+    });
+    assert!(
+        failures.is_empty(),
+        "failed during the reload: {failures:#?}"
+    );
+    assert!(answered > 0);
+    assert_eq!(
+        verdict(&server, &ca, "labels", json!({"first": "1"}))["allowed"],
+        true,
+        "the old settings are gone"
+    );
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    assert_eq!(
+        log.matches("ready to serve").count(),
+        1,
+        "one process, never restarted: {log}"
+    );
 }
 
 #[test]

@@ -13,6 +13,22 @@ pub use policies::{
 pub use sources::{SourceAuthority, SourcesConfig};
 pub use verification::VerificationConfig;
 
+/// Hex SHA-256 of `bytes`: how configuration versions are named without a shared counter.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The first 16 hex digits of [`sha256_hex`]: short enough for a label value.
+pub fn short_digest(text: &str) -> String {
+    let mut digest = sha256_hex(text.as_bytes());
+    digest.truncate(16);
+    digest
+}
+
 /// A configuration file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

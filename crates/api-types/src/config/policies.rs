@@ -98,6 +98,14 @@ impl PolicyOrGroup {
             PolicyOrGroup::Policy(policy) => policy.policy_mode,
         }
     }
+
+    /// A digest of the entry (hex SHA-256 of its JSON form): what a policy-server reports it
+    /// serves of a policy, and what the controller compares with the entry it wants served,
+    /// so the two agree on a version without sharing a counter.
+    pub fn digest(&self) -> String {
+        // Serializing a tree of strings, numbers and maps cannot fail.
+        super::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+    }
 }
 
 /// The whole `policies.yml`, ordered by id so that the file the controller writes is stable.

@@ -28,7 +28,9 @@ pub use policy::{
     AdmissionPolicy, AdmissionPolicySpec, ClusterAdmissionPolicy, ClusterAdmissionPolicySpec,
     ClusterWideFields, PolicyModule,
 };
-pub use policy_server::{PolicyServer, PolicyServerSecurity, PolicyServerSpec, PolicyServerStatus};
+pub use policy_server::{
+    PolicyReloadMode, PolicyServer, PolicyServerSecurity, PolicyServerSpec, PolicyServerStatus,
+};
 
 /// The storage version of every Kubewarden kind.
 pub const STORAGE_VERSION: &str = "v1";

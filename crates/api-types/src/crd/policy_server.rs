@@ -137,6 +137,29 @@ pub struct PolicyServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub metrics_port: Option<i32>,
+
+    /// How a policy change reaches the running policy-servers. `rollout` (the default, as
+    /// upstream): every change rolls the pods. `inPlace`: the pods read the new configuration
+    /// from their mounted ConfigMap and switch to it without a restart, keeping the previous
+    /// version of a policy whose new one cannot be loaded; webhooks follow once every pod
+    /// serves the new version. Not in upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_reload_mode: Option<PolicyReloadMode>,
+}
+
+// How a policy change reaches the running policy-servers: `spec.policyReloadMode`, whose
+// documentation is the CRD field's (a doc comment here would replace it in the schema).
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum PolicyReloadMode {
+    /// The pods are replaced by a rollout of the Deployment.
+    #[default]
+    #[serde(rename = "rollout")]
+    Rollout,
+    /// The pods load the new configuration beside the old one and switch atomically.
+    #[serde(rename = "inPlace")]
+    InPlace,
 }
 
 fn default_webhook_port() -> i32 {
@@ -194,7 +217,13 @@ impl PolicyServerSpec {
             webhook_port: defaults::WEBHOOK_PORT,
             readiness_probe_port: defaults::READINESS_PROBE_PORT,
             metrics_port: None,
+            policy_reload_mode: None,
         }
+    }
+
+    /// `spec.policyReloadMode`, `rollout` when unset.
+    pub fn effective_policy_reload_mode(&self) -> PolicyReloadMode {
+        self.policy_reload_mode.unwrap_or_default()
     }
 
     /// Port of the metrics entry of the Service, given the controller-wide default.

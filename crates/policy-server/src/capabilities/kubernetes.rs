@@ -1,13 +1,14 @@
 //! The `kubernetes/*` capabilities: reads of the kinds policies declared in their
 //! `contextAwareResources`, served from watch-backed caches (kube-runtime reflectors, one per
-//! kind, started with the server), and `can_i` through SubjectAccessReviews.
+//! kind, started with the server or when a reloaded configuration first needs the kind), and
+//! `can_i` through SubjectAccessReviews.
 //!
 //! Cached objects lose `metadata.managedFields` and the last-applied annotation, which are
 //! most of a typical object's size and which policies do not read. `get_resource` with
 //! `disable_cache` and `can_i` go to the API server; `can_i` answers are kept 5 s.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -51,14 +52,16 @@ struct KindCache {
 /// Kubernetes state for policies: caches of the granted kinds and a client for the rest.
 pub struct KubernetesContext {
     client: kube::Client,
-    caches: HashMap<KindRef, KindCache>,
+    /// Caches are only ever added: a kind no policy reads any more keeps its (small) cache
+    /// rather than racing evaluations still reading it.
+    caches: RwLock<HashMap<KindRef, Arc<KindCache>>>,
     can_i_answers: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for KubernetesContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubernetesContext")
-            .field("kinds", &self.caches.keys().collect::<Vec<_>>())
+            .field("kinds", &self.caches().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -74,61 +77,89 @@ impl KubernetesContext {
     /// Resolves each kind with the API server's discovery and starts its watch cache (on the
     /// current tokio runtime).
     pub async fn start(client: kube::Client, kinds: &BTreeSet<KindRef>) -> Result<Self, String> {
-        let mut caches = HashMap::new();
-        for kind in kinds {
-            let (group, version) = match kind.api_version.split_once('/') {
-                Some((group, version)) => (group, version),
-                None => ("", kind.api_version.as_str()),
-            };
-            let gvk = GroupVersionKind::gvk(group, version, &kind.kind);
-            let (resource, capabilities) = kube::discovery::pinned_kind(&client, &gvk)
-                .await
-                .map_err(|e| format!("cannot find {kind} in the API server: {e}"))?;
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-            let writer = reflector::store::Writer::new(resource.clone());
-            let store = writer.as_reader();
-            let label = kind.to_string();
-            let stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(strip_bulk)
-                .reflect(writer)
-                .applied_objects();
-            tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    if let Err(error) = event {
-                        tracing::warn!(kind = %label, %error, "watching for the context cache failed; retrying");
-                    }
-                }
-            });
-            caches.insert(
-                kind.clone(),
-                KindCache {
-                    resource,
-                    namespaced: capabilities.scope == Scope::Namespaced,
-                    store,
-                },
-            );
-        }
-        Ok(KubernetesContext {
+        let context = KubernetesContext {
             client,
-            caches,
+            caches: RwLock::new(HashMap::new()),
             can_i_answers: Mutex::new(HashMap::new()),
+        };
+        context.watch(kinds).await?;
+        Ok(context)
+    }
+
+    fn caches(&self) -> std::sync::RwLockReadGuard<'_, HashMap<KindRef, Arc<KindCache>>> {
+        // Only inserts happen under the write lock: a poisoned map is still consistent.
+        self.caches.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the watch caches of the `kinds` not cached yet, and says how many; the kinds
+    /// before the first that cannot be resolved keep theirs.
+    pub async fn watch(&self, kinds: &BTreeSet<KindRef>) -> Result<usize, String> {
+        let missing: Vec<KindRef> = {
+            let caches = self.caches();
+            kinds
+                .iter()
+                .filter(|kind| !caches.contains_key(*kind))
+                .cloned()
+                .collect()
+        };
+        for kind in &missing {
+            let cache = self.start_cache(kind).await?;
+            self.caches
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(kind.clone(), Arc::new(cache));
+        }
+        Ok(missing.len())
+    }
+
+    async fn start_cache(&self, kind: &KindRef) -> Result<KindCache, String> {
+        let (group, version) = match kind.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", kind.api_version.as_str()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, &kind.kind);
+        let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| format!("cannot find {kind} in the API server: {e}"))?;
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let writer = reflector::store::Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let label = kind.to_string();
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(strip_bulk)
+            .reflect(writer)
+            .applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    tracing::warn!(kind = %label, %error, "watching for the context cache failed; retrying");
+                }
+            }
+        });
+        Ok(KindCache {
+            resource,
+            namespaced: capabilities.scope == Scope::Namespaced,
+            store,
         })
     }
 
     /// Waits until every cache holds its initial list, at most `timeout`; names the kinds
     /// still loading otherwise.
     pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), String> {
-        let waits = self
-            .caches
-            .values()
-            .map(|cache| cache.store.wait_until_ready());
+        let caches: Vec<(KindRef, Arc<KindCache>)> = self
+            .caches()
+            .iter()
+            .map(|(kind, cache)| (kind.clone(), cache.clone()))
+            .collect();
+        let waits = caches
+            .iter()
+            .map(|(_, cache)| cache.store.wait_until_ready());
         match tokio::time::timeout(timeout, futures::future::join_all(waits)).await {
             Ok(_) => Ok(()),
             Err(_) => {
-                let pending: Vec<String> = self
-                    .caches
+                let pending: Vec<String> = caches
                     .iter()
                     .filter(|(_, cache)| cache.store.is_empty())
                     .map(|(kind, _)| kind.to_string())
@@ -143,11 +174,11 @@ impl KubernetesContext {
 
     /// Objects cached in total (for logs and benchmarks).
     pub fn cached_objects(&self) -> usize {
-        self.caches.values().map(|cache| cache.store.len()).sum()
+        self.caches().values().map(|cache| cache.store.len()).sum()
     }
 
-    fn cache(&self, kind: &KindRef) -> Result<&KindCache, String> {
-        self.caches.get(kind).ok_or_else(|| {
+    fn cache(&self, kind: &KindRef) -> Result<Arc<KindCache>, String> {
+        self.caches().get(kind).cloned().ok_or_else(|| {
             format!("{kind} is not watched by this policy-server (no policy declares it)")
         })
     }

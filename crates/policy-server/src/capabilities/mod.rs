@@ -14,7 +14,7 @@ pub mod query;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::ToSocketAddrs;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use policy_evaluator::host::{HostCapabilities, KindObjects};
 use serde_json::json;
@@ -31,9 +31,12 @@ pub struct ServerCapabilities {
     kubernetes_missing: String,
     registry: Fetcher,
     signatures: Arc<SignatureVerifier>,
-    /// The kinds each policy (by evaluator id) may read.
-    context_grants: HashMap<String, BTreeSet<KindRef>>,
+    /// The kinds each policy (by evaluator id) may read; replaced when policies are reloaded.
+    context_grants: RwLock<Arc<ContextGrants>>,
 }
+
+/// The kinds each policy (by evaluator id) may read.
+pub type ContextGrants = HashMap<String, BTreeSet<KindRef>>;
 
 impl std::fmt::Debug for ServerCapabilities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +53,7 @@ impl ServerCapabilities {
         kubernetes: Result<SharedContext, String>,
         registry: Fetcher,
         signatures: Arc<SignatureVerifier>,
-        context_grants: HashMap<String, BTreeSet<KindRef>>,
+        context_grants: ContextGrants,
     ) -> Self {
         let (kubernetes, kubernetes_missing) = match kubernetes {
             Ok(context) => (Some(context), String::new()),
@@ -62,8 +65,35 @@ impl ServerCapabilities {
             kubernetes_missing,
             registry,
             signatures,
-            context_grants,
+            context_grants: RwLock::new(Arc::new(context_grants)),
         }
+    }
+
+    fn grants(&self) -> Arc<ContextGrants> {
+        // Replaced whole under the write lock: a poisoned lock still holds a complete map.
+        self.context_grants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the grants (a reloaded configuration's), first starting the caches of the
+    /// kinds no policy could read before. Without a Kubernetes connection the grants are
+    /// replaced all the same; the calls then answer why they cannot be served.
+    pub async fn replace_grants(&self, grants: ContextGrants) -> Result<(), String> {
+        if let Some(context) = &self.kubernetes {
+            let started = context.watch(&watched_kinds(&grants)).await?;
+            if started > 0
+                && let Err(reason) = context.wait_until_ready(CONTEXT_CACHE_FILL_TIMEOUT).await
+            {
+                tracing::error!(%reason, "context-aware policies will fail until the caches fill");
+            }
+        }
+        *self
+            .context_grants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(grants);
+        Ok(())
     }
 
     /// Runs `future` to completion from a synchronous caller. Evaluation threads are outside
@@ -97,7 +127,7 @@ impl ServerCapabilities {
 
     fn check_context_grant(&self, policy_id: &str, kind: &KindRef) -> Result<(), String> {
         if self
-            .context_grants
+            .grants()
             .get(policy_id)
             .is_some_and(|kinds| kinds.contains(kind))
         {
@@ -190,11 +220,8 @@ impl HostCapabilities for ServerCapabilities {
     }
 
     fn context_objects(&self, policy_id: &str) -> Result<Vec<KindObjects>, String> {
-        let Some(kinds) = self
-            .context_grants
-            .get(policy_id)
-            .filter(|kinds| !kinds.is_empty())
-        else {
+        let grants = self.grants();
+        let Some(kinds) = grants.get(policy_id).filter(|kinds| !kinds.is_empty()) else {
             return Ok(Vec::new());
         };
         let context = self.kubernetes()?;
@@ -212,11 +239,12 @@ fn dns_lookup_host(host: &str) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&json!({ "ips": ips })).map_err(|e| e.to_string())
 }
 
+/// How long a reload waits for the caches of newly read kinds to hold their initial lists.
+const CONTEXT_CACHE_FILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The kinds each evaluator may read, from policies.yml (`contextAwareResources` of each
 /// policy and group member).
-pub fn context_grants(
-    config: &api_types::config::PoliciesConfig,
-) -> HashMap<String, BTreeSet<KindRef>> {
+pub fn context_grants(config: &api_types::config::PoliciesConfig) -> ContextGrants {
     use api_types::config::PolicyOrGroup;
     let kinds = |resources: &Option<Vec<api_types::crd::ContextAwareResource>>| {
         resources
@@ -248,7 +276,7 @@ pub fn context_grants(
 }
 
 /// Every kind some policy may read: the caches to start.
-pub fn watched_kinds(grants: &HashMap<String, BTreeSet<KindRef>>) -> BTreeSet<KindRef> {
+pub fn watched_kinds(grants: &ContextGrants) -> BTreeSet<KindRef> {
     grants.values().flatten().cloned().collect()
 }
 
