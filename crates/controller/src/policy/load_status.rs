@@ -107,6 +107,32 @@ impl LoadStatusCache {
     }
 }
 
+/// What each of `pods` answers on `GET /status`, by pod name, asked all at once: an in-place
+/// reloading PolicyServer's pods may serve different versions of a policy for a while.
+pub async fn fetch_each(
+    pods: &[Pod],
+    readiness_port: i32,
+) -> Vec<(String, Result<PolicyServerLoadStatus, String>)> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let asks = pods.iter().map(|pod| {
+        let client = client.clone();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        async move {
+            let Some(ip) = ip else {
+                return (name, Err("the pod has no address yet".to_string()));
+            };
+            let url = format!("http://{ip}:{readiness_port}{STATUS_PATH}");
+            let answer = match tokio::time::timeout(ANSWER_TIMEOUT, get(&client, &url)).await {
+                Ok(answer) => answer.map_err(|err| format!("{url}: {err}")),
+                Err(_) => Err(format!("{url}: no answer within {ANSWER_TIMEOUT:?}")),
+            };
+            (name, answer)
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
 /// The load status the first of `pods` that has finished loading reports (every pod of the
 /// latest ReplicaSet serves the same configuration), or why none could tell.
 async fn fetch(pods: &[Pod], readiness_port: i32) -> Result<PolicyServerLoadStatus, String> {

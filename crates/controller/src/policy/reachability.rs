@@ -2,6 +2,7 @@
 //! registered now can only reach servers that know the policy.
 
 use api_types::config::PoliciesConfig;
+use api_types::load_status::{PolicyLoadStatus, PolicyServerLoadStatus, RejectedUpdate};
 use api_types::naming::{self, annotations, labels};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -83,6 +84,70 @@ pub fn check(unique_name: &str, observed: &Observed<'_>) -> Result<(), String> {
         return Err(format!("{not_ready} policy-server pod(s) are not ready"));
     }
     Ok(())
+}
+
+/// Whether the pods of an in-place reloading PolicyServer serve a policy's current version.
+#[derive(Debug, PartialEq)]
+pub enum InPlace {
+    /// Every pod serves the version: its webhook reaches only servers that know it. The load
+    /// status is the first pod's (they serve the same version).
+    Served(PolicyLoadStatus),
+    /// Some pod does not serve it yet: why.
+    Waiting(String),
+    /// A pod could not load the version and goes on serving the previous one.
+    UpdateRejected(RejectedUpdate),
+}
+
+/// Checks that every pod of `pods` (the PolicyServer's, none terminating) is Ready and, in
+/// `answers` (their `GET /status`, by pod name), serves `unique_name` at `digest`.
+pub fn check_in_place(
+    unique_name: &str,
+    digest: &str,
+    pods: &[Pod],
+    answers: &[(String, Result<PolicyServerLoadStatus, String>)],
+) -> InPlace {
+    if pods.is_empty() {
+        return InPlace::Waiting("no policy-server pod exists yet".to_string());
+    }
+    let not_ready = pods.iter().filter(|p| !is_ready(p)).count();
+    if not_ready > 0 {
+        return InPlace::Waiting(format!("{not_ready} policy-server pod(s) are not ready"));
+    }
+    let mut served = None;
+    let mut waiting = Vec::new();
+    for (pod, answer) in answers {
+        let status = match answer {
+            Ok(status) if status.loaded => status,
+            Ok(_) => {
+                waiting.push(format!("{pod} is still loading"));
+                continue;
+            }
+            Err(why) => {
+                waiting.push(format!("{pod}: {why}"));
+                continue;
+            }
+        };
+        match status.policies.get(unique_name) {
+            Some(policy) if policy.digest.as_deref() == Some(digest) => {
+                served.get_or_insert_with(|| policy.clone());
+            }
+            Some(policy) => match &policy.rejected_update {
+                Some(rejected) if rejected.digest == digest => {
+                    return InPlace::UpdateRejected(rejected.clone());
+                }
+                _ => waiting.push(format!("{pod} serves an older version")),
+            },
+            None => waiting.push(format!("{pod} does not serve the policy yet")),
+        }
+    }
+    match served {
+        Some(status) if waiting.is_empty() => InPlace::Served(status),
+        _ if waiting.is_empty() => InPlace::Waiting("no policy-server pod answered".to_string()),
+        _ => InPlace::Waiting(format!(
+            "not every policy-server pod has reloaded the policy: {}",
+            waiting.join("; ")
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +257,85 @@ mod tests {
             ..observed
         };
         assert!(check("clusterwide-p", &observed).is_err());
+    }
+
+    fn answer(
+        pod: &str,
+        policy: Option<PolicyLoadStatus>,
+    ) -> (String, Result<PolicyServerLoadStatus, String>) {
+        let status = PolicyServerLoadStatus {
+            loaded: true,
+            policies: policy
+                .into_iter()
+                .map(|p| ("clusterwide-p".to_string(), p))
+                .collect(),
+            reload_error: None,
+        };
+        (pod.to_string(), Ok(status))
+    }
+
+    #[test]
+    fn in_place_served_once_every_ready_pod_serves_the_digest() {
+        let pods = [pod("a", true), pod("b", true)];
+        let current = PolicyLoadStatus::loaded().with_digest("new");
+        let answers = [
+            answer("a", Some(current.clone())),
+            answer("b", Some(current.clone())),
+        ];
+        assert_eq!(
+            check_in_place("clusterwide-p", "new", &pods, &answers),
+            InPlace::Served(current.clone())
+        );
+
+        let older = PolicyLoadStatus::loaded().with_digest("old");
+        let answers = [answer("a", Some(current.clone())), answer("b", Some(older))];
+        let InPlace::Waiting(why) = check_in_place("clusterwide-p", "new", &pods, &answers) else {
+            panic!("one pod serves the old version");
+        };
+        assert!(why.contains("b serves an older version"), "{why}");
+
+        let answers = [
+            answer("a", Some(current.clone())),
+            answer("b", None),
+            ("c".to_string(), Err("connection refused".to_string())),
+        ];
+        let InPlace::Waiting(why) = check_in_place("clusterwide-p", "new", &pods, &answers) else {
+            panic!("pods without the policy");
+        };
+        assert!(why.contains("b does not serve the policy yet"), "{why}");
+        assert!(why.contains("c: connection refused"), "{why}");
+
+        let pods = [pod("a", true), pod("b", false)];
+        let answers = [
+            answer("a", Some(current.clone())),
+            answer("b", Some(current)),
+        ];
+        assert!(matches!(
+            check_in_place("clusterwide-p", "new", &pods, &answers),
+            InPlace::Waiting(why) if why.contains("not ready")
+        ));
+    }
+
+    #[test]
+    fn in_place_update_rejected_when_a_pod_cannot_load_the_new_version() {
+        let rejected = RejectedUpdate {
+            digest: "new".to_string(),
+            reason: api_types::load_status::LoadFailureReason::SettingsInvalid,
+            message: "Policy settings are invalid".to_string(),
+        };
+        let serving_old = PolicyLoadStatus {
+            rejected_update: Some(rejected.clone()),
+            ..PolicyLoadStatus::loaded().with_digest("old")
+        };
+        let pods = [pod("a", true)];
+        assert_eq!(
+            check_in_place(
+                "clusterwide-p",
+                "new",
+                &pods,
+                &[answer("a", Some(serving_old))]
+            ),
+            InPlace::UpdateRejected(rejected)
+        );
     }
 }

@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_types::crd::{ObservedPolicyMode, PolicyServer, PolicyStatus, PolicyStatusPhase};
-use api_types::load_status::{LoadFailureReason, PolicyLoadStatus};
+use api_types::config::PolicyOrGroup;
+use api_types::crd::{
+    ObservedPolicyMode, PolicyReloadMode, PolicyServer, PolicyStatus, PolicyStatusPhase,
+};
+use api_types::load_status::{LoadFailureReason, PolicyLoadStatus, RejectedUpdate};
 use api_types::naming::{self, labels};
 use api_types::validation;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -18,7 +21,8 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::reachability::{self, Observed};
+use super::load_status;
+use super::reachability::{self, InPlace, Observed};
 use super::webhook::{WebhookConfiguration, desired_webhook};
 use super::{Policy, policy_server_of, unique_name};
 use crate::ca;
@@ -175,44 +179,75 @@ async fn decide<P: Policy>(
         );
         return Ok(Action::requeue(ROLLOUT_POLL));
     };
-    record_configuration(
-        policy,
-        &policy_server,
-        &config_map,
-        &deployment,
-        unique,
-        status,
+    let wanted = policy.config_entry(
+        &policy_server
+            .spec
+            .effective_namespaced_policies_capabilities(),
     );
+    let mode = policy_server.spec.effective_policy_reload_mode();
+    record_configuration(&wanted, mode, &config_map, &deployment, unique, status);
 
     let selector = format!("{}={ps_name}", labels::POLICY_SERVER);
     let list = ListParams::default().labels(&selector);
-    let replica_sets = ctx
-        .namespaced::<ReplicaSet>()
-        .list(&list)
-        .await
-        .context(|| format!("listing ReplicaSets of {resource}"))?
-        .items;
     let pods = ctx
         .namespaced::<Pod>()
         .list(&list)
         .await
         .context(|| format!("listing pods of {resource}"))?
         .items;
-    let observed = Observed {
-        config_map: &config_map,
-        deployment: &deployment,
-        replica_sets: &replica_sets,
-        pods: &pods,
+    // In place, the pods themselves say which version they serve; after a rollout, the
+    // pod template they run does.
+    let in_place_status = match mode {
+        PolicyReloadMode::Rollout => {
+            let replica_sets = ctx
+                .namespaced::<ReplicaSet>()
+                .list(&list)
+                .await
+                .context(|| format!("listing ReplicaSets of {resource}"))?
+                .items;
+            let observed = Observed {
+                config_map: &config_map,
+                deployment: &deployment,
+                replica_sets: &replica_sets,
+                pods: &pods,
+            };
+            if let Err(why) = reachability::check(unique, &observed) {
+                status.condition(
+                    condition::UNIQUELY_REACHABLE,
+                    false,
+                    "LatestReplicaSetIsNotUniquelyReachable",
+                    why,
+                );
+                return Ok(Action::requeue(ROLLOUT_POLL));
+            }
+            None
+        }
+        PolicyReloadMode::InPlace => {
+            let live: Vec<Pod> = pods
+                .iter()
+                .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+                .cloned()
+                .collect();
+            let answers =
+                load_status::fetch_each(&live, policy_server.spec.readiness_probe_port).await;
+            match reachability::check_in_place(unique, &wanted.digest(), &live, &answers) {
+                InPlace::Served(served) => Some(served),
+                InPlace::Waiting(why) => {
+                    status.condition(
+                        condition::UNIQUELY_REACHABLE,
+                        false,
+                        "CurrentVersionNotServedByEveryPod",
+                        why,
+                    );
+                    return Ok(Action::requeue(ROLLOUT_POLL));
+                }
+                InPlace::UpdateRejected(rejected) => {
+                    record_rejected_update(&rejected, status);
+                    return Ok(Action::requeue(LOAD_STATUS_RETRY));
+                }
+            }
+        }
     };
-    if let Err(why) = reachability::check(unique, &observed) {
-        status.condition(
-            condition::UNIQUELY_REACHABLE,
-            false,
-            "LatestReplicaSetIsNotUniquelyReachable",
-            why,
-        );
-        return Ok(Action::requeue(ROLLOUT_POLL));
-    }
     status.condition(
         condition::UNIQUELY_REACHABLE,
         true,
@@ -238,16 +273,51 @@ async fn decide<P: Policy>(
         "WebhookCreated",
         "The policy webhook has been created",
     );
-    let served = ctx
-        .load_status
-        .policy_status(
-            ps_name,
-            &pods,
-            policy_server.spec.readiness_probe_port,
-            unique,
-        )
-        .await;
+    let served = match in_place_status {
+        Some(served) => Ok(served),
+        None => {
+            ctx.load_status
+                .policy_status(
+                    ps_name,
+                    &pods,
+                    policy_server.spec.readiness_probe_port,
+                    unique,
+                )
+                .await
+        }
+    };
     Ok(record_load_status(served, status))
+}
+
+/// In place: the pods could not load the policy's current version and go on serving the
+/// previous one, whose webhook stays as it is. An active policy stays active (its previous
+/// version enforces); `PolicyLoaded` says why the current one is not served.
+fn record_rejected_update(rejected: &RejectedUpdate, status: &mut StatusUpdate) {
+    if status.previous_phase == Some(PolicyStatusPhase::Active) {
+        status.phase = PolicyStatusPhase::Active;
+        status.condition(
+            condition::ACTIVE,
+            true,
+            "WebhookCreated",
+            "The webhook of the policy's previous version serves",
+        );
+    }
+    status.condition(
+        condition::UNIQUELY_REACHABLE,
+        false,
+        "CurrentVersionNotLoaded",
+        "the policy-servers serve the policy's previous version",
+    );
+    status.condition(
+        condition::LOADED,
+        false,
+        rejected.reason.as_str(),
+        format!(
+            "the policy-servers cannot load the policy's current version and go on serving \
+             the previous one: {}",
+            rejected.message
+        ),
+    );
 }
 
 /// Sets `PolicyLoaded` from what the policy-servers said; a policy they could not load is in
@@ -312,10 +382,11 @@ fn record_load_status(
 }
 
 /// Records the mode the policy-server runs the policy in, and whether its configuration matches
-/// the policy's current spec.
-fn record_configuration<P: Policy>(
-    policy: &P,
-    policy_server: &PolicyServer,
+/// the policy's current spec (after a rollout: and the pod template carries that
+/// configuration; in place, the pods' own answers are checked afterwards).
+fn record_configuration(
+    wanted: &PolicyOrGroup,
+    mode: PolicyReloadMode,
     config_map: &ConfigMap,
     deployment: &Deployment,
     unique: &str,
@@ -327,11 +398,6 @@ fn record_configuration<P: Policy>(
         Some(api_types::crd::PolicyMode::Monitor) => ObservedPolicyMode::Monitor,
         None => ObservedPolicyMode::Unknown,
     };
-    let wanted = policy.config_entry(
-        &policy_server
-            .spec
-            .effective_namespaced_policies_capabilities(),
-    );
     let template_version = deployment
         .spec
         .as_ref()
@@ -339,8 +405,11 @@ fn record_configuration<P: Policy>(
         .and_then(|m| m.labels.as_ref())
         .and_then(|l| l.get(labels::CONFIG_VERSION))
         .cloned();
-    let up_to_date =
-        served.as_ref() == Some(&wanted) && template_version == config_map.resource_version();
+    let template_current = match mode {
+        PolicyReloadMode::Rollout => template_version == config_map.resource_version(),
+        PolicyReloadMode::InPlace => true,
+    };
+    let up_to_date = served.as_ref() == Some(wanted) && template_current;
     if up_to_date {
         status.condition(
             condition::CONFIGURATION_UP_TO_DATE,

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use api_types::config::{PoliciesConfig, SourcesConfig};
-use api_types::crd::PolicyServer;
+use api_types::config::{PoliciesConfig, SourcesConfig, short_digest};
+use api_types::crd::{PolicyReloadMode, PolicyServer};
 use api_types::defaults;
 use api_types::naming::{self, annotations, labels};
 use k8s_openapi::api::apps::v1::{
@@ -173,6 +173,26 @@ pub fn desired_config_map(
     }
 }
 
+/// The configuration version in the pod template (label `kubewarden/config-version`): a change
+/// rolls the pods. With `policyReloadMode: rollout` it is the ConfigMap's resource version, so
+/// every policy change rolls them. In place, the running pods read a policy change from
+/// their mounted ConfigMap; the version is then a digest of the module sources only, whose
+/// change still needs new pods.
+pub fn config_version(ps: &PolicyServer, config_map: &ConfigMap) -> String {
+    match ps.spec.effective_policy_reload_mode() {
+        PolicyReloadMode::Rollout => config_map.resource_version().unwrap_or_default(),
+        PolicyReloadMode::InPlace => {
+            let sources = config_map
+                .data
+                .as_ref()
+                .and_then(|data| data.get(naming::SOURCES_CONFIG_KEY))
+                .map(String::as_str)
+                .unwrap_or_default();
+            format!("in-place-{}", short_digest(sources))
+        }
+    }
+}
+
 /// The PodDisruptionBudget, only when the spec asks for one.
 pub fn desired_pdb(ps: &PolicyServer, options: &Options) -> Option<PodDisruptionBudget> {
     if ps.spec.min_available.is_none() && ps.spec.max_unavailable.is_none() {
@@ -304,6 +324,9 @@ fn container_env(ps: &PolicyServer, options: &Options) -> Vec<EnvVar> {
     }
     if options.client_ca_configmap_name.is_some() {
         vars.push(env("KUBEWARDEN_CLIENT_CA_FILE", paths::CLIENT_CA_FILES));
+    }
+    if spec.effective_policy_reload_mode() == PolicyReloadMode::InPlace {
+        vars.push(env("KUBEWARDEN_RELOAD_POLICIES", "true"));
     }
     last_wins(vars)
 }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_types::crd::PolicyServer;
-use api_types::naming::{annotations, labels};
+use api_types::config::short_digest;
+use api_types::crd::{PolicyReloadMode, PolicyServer};
+use api_types::naming::{self, annotations, labels};
 use api_types::validation::{self, Violation};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -155,7 +156,7 @@ async fn reconcile_children(
     }
     .await;
     let config_map = record(report, condition::CONFIG_MAP, result)?;
-    let config_version = config_map.resource_version().unwrap_or_default();
+    let config_version = desired::config_version(ps, &config_map);
 
     let result = match desired::desired_pdb(ps, options) {
         Some(pdb) => apply(&ctx.namespaced::<PodDisruptionBudget>(), &pdb)
@@ -178,7 +179,51 @@ async fn reconcile_children(
     let service = desired::desired_service(ps, options);
     let result = apply(&ctx.namespaced::<Service>(), &service).await;
     record(report, condition::SERVICE, result)?;
+    if ps.spec.effective_policy_reload_mode() == PolicyReloadMode::InPlace {
+        prompt_pods_to_reload(ps, ctx, &config_map).await;
+    }
     Ok(())
+}
+
+/// In place: writes the digest of the policies each running pod should serve on the pod. The
+/// update makes the pod's kubelet refresh the mounted ConfigMap at once, where it would
+/// otherwise wait for its periodic sync (a minute by default). Failing only delays the
+/// reload, so it is logged, not reported.
+async fn prompt_pods_to_reload(ps: &PolicyServer, ctx: &Context, config_map: &ConfigMap) {
+    let policies = config_map
+        .data
+        .as_ref()
+        .and_then(|data| data.get(naming::POLICIES_CONFIG_KEY))
+        .map(String::as_str)
+        .unwrap_or_default();
+    let digest = short_digest(policies);
+    let pods = ctx.namespaced::<Pod>();
+    let selector = format!("{}={}", labels::POLICY_SERVER, ps.name_any());
+    let listed = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(policy_server = %ps.name_any(), %error, "cannot list the pods to prompt their reload");
+            return;
+        }
+    };
+    for pod in listed {
+        if pod.metadata.deletion_timestamp.is_some()
+            || pod.annotations().get(annotations::POLICIES_DIGEST) == Some(&digest)
+        {
+            continue;
+        }
+        let patch = json!({"metadata": {"annotations": {annotations::POLICIES_DIGEST: digest}}});
+        if let Err(error) = pods
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(pod = %pod.name_any(), %error, "cannot prompt the pod to reload its policies");
+        }
+    }
 }
 
 /// `PodsCreated` from the Deployment's `ReplicaFailure` condition, which the Deployment

@@ -419,6 +419,42 @@ fn pdb_only_when_asked_for() {
 }
 
 #[test]
+fn in_place_reloading_rolls_the_pods_only_for_new_sources() {
+    let mut ps = default_ps();
+    let policies: PoliciesConfig =
+        PoliciesConfig::parse(r#"{"p": {"module": "file:///p.wasm"}}"#).expect("policies");
+    let mut cm = desired_config_map(&ps, &options(false), &policies);
+    cm.metadata.resource_version = Some("41".to_string());
+    assert_eq!(
+        config_version(&ps, &cm),
+        "41",
+        "rollout: every change rolls"
+    );
+    let deployment = desired_deployment(&ps, &options(false), "41");
+    assert!(!env_of(&deployment).contains_key("KUBEWARDEN_RELOAD_POLICIES"));
+
+    ps.spec.policy_reload_mode = Some(api_types::crd::PolicyReloadMode::InPlace);
+    let in_place = config_version(&ps, &cm);
+    assert!(in_place.starts_with("in-place-"), "{in_place}");
+    let mut changed_policies = desired_config_map(&ps, &options(false), &PoliciesConfig::default());
+    changed_policies.metadata.resource_version = Some("42".to_string());
+    assert_eq!(
+        config_version(&ps, &changed_policies),
+        in_place,
+        "a policy change does not roll"
+    );
+    ps.spec.insecure_sources = Some(vec!["registry.local:5000".to_string()]);
+    let new_sources = desired_config_map(&ps, &options(false), &policies);
+    assert_ne!(
+        config_version(&ps, &new_sources),
+        in_place,
+        "new sources roll"
+    );
+    let deployment = desired_deployment(&ps, &options(false), &in_place);
+    assert_eq!(env_of(&deployment)["KUBEWARDEN_RELOAD_POLICIES"], "true");
+}
+
+#[test]
 fn config_map_and_secret() {
     let mut ps = default_ps();
     ps.spec.insecure_sources = Some(vec!["registry.local:5000".to_string()]);
