@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use api_types::crd::PolicyServer;
+use api_types::crd::{PolicyReloadMode, PolicyServer};
 use api_types::naming;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::ListParams;
@@ -134,9 +134,19 @@ impl LocalPolicyServers {
             ) else {
                 continue;
             };
+            // In place, a policy change is written into the running process's policies file,
+            // as the kubelet refreshes a mounted ConfigMap; only new sources restart it.
+            let config = if ps.spec.effective_policy_reload_mode() == PolicyReloadMode::InPlace {
+                format!(
+                    "in-place:{}",
+                    text(cm.data.as_ref(), naming::SOURCES_CONFIG_KEY)
+                )
+            } else {
+                cm.resource_version().unwrap_or_default()
+            };
             let key = format!(
                 "{}/{}/{}/{}",
-                cm.resource_version().unwrap_or_default(),
+                config,
                 secret.resource_version().unwrap_or_default(),
                 ps.spec.webhook_port,
                 ps.spec.readiness_probe_port
@@ -159,12 +169,29 @@ impl LocalPolicyServers {
         });
         for (name, (key, ps, cm, secret)) in wanted {
             if running.contains_key(&name) {
+                if ps.spec.effective_policy_reload_mode() == PolicyReloadMode::InPlace {
+                    self.refresh_policies(&name, &cm)?;
+                }
                 continue;
             }
             let child = self.start(&name, &ps, &cm, &secret)?;
             running.insert(name, Running { child, key });
         }
         Ok(())
+    }
+
+    /// Replaces the policies file of a running process when the ConfigMap's differs, whole
+    /// (written beside it, then renamed over it), as the kubelet swaps a mounted ConfigMap.
+    fn refresh_policies(&self, name: &str, cm: &ConfigMap) -> Result<()> {
+        let dir = self.dir.join(name);
+        let wanted = text(cm.data.as_ref(), naming::POLICIES_CONFIG_KEY);
+        let path = dir.join("policies.yml");
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(wanted.as_str()) {
+            return Ok(());
+        }
+        let next = dir.join("policies.yml.next");
+        std::fs::write(&next, wanted)?;
+        std::fs::rename(&next, &path).with_context(|| format!("replacing {}", path.display()))
     }
 
     fn start(
@@ -208,6 +235,10 @@ impl LocalPolicyServers {
             .arg("--key-file")
             .arg(dir.join(naming::TLS_KEY_KEY))
             .env("KUBEWARDEN_LOG_LEVEL", "info")
+            .env(
+                "KUBEWARDEN_RELOAD_POLICIES",
+                (ps.spec.effective_policy_reload_mode() == PolicyReloadMode::InPlace).to_string(),
+            )
             .stdout(out)
             .stderr(err)
             .spawn()

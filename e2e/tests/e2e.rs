@@ -1,6 +1,7 @@
 //! The whole journey, run by `cargo xtask e2e`: policies enforced through the real apiserver by
 //! the controller and policy-servers, monitor mode, mutation, namespaced policies, settings
-//! roll-outs, deletion, audit reports, and the host network scenarios of the seeds.
+//! roll-outs, deletion, audit reports, in-place policy reloading, and the host network scenarios
+//! of the seeds.
 //!
 //! One test, scenarios in order: they share the stack the first steps bring up.
 
@@ -18,6 +19,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use test_cluster::{TestCluster, unique_name, wait_until};
+
+mod in_place;
 
 const WAIT: Duration = Duration::from_secs(120);
 /// Label on everything the scenarios create cluster-wide, to clean up after a failed run.
@@ -477,6 +480,7 @@ async fn the_whole_journey() {
     create_pod_until(&pods, json!({"e2e-ap-denied": "yes"}), None).await;
 
     step("new settings roll the PolicyServer and the new verdict applies");
+    let edited = std::time::Instant::now();
     policies
         .patch(
             &reject,
@@ -491,6 +495,10 @@ async fn the_whole_journey() {
         Some("label e2e-denied-2 is not allowed"),
     )
     .await;
+    println!(
+        "    the new verdict after {:.1} s (rollout)",
+        edited.elapsed().as_secs_f64()
+    );
     create_pod_until(&pods, json!({"e2e-denied": "yes"}), None).await;
 
     step("deleting the policy removes enforcement");
@@ -556,6 +564,11 @@ async fn the_whole_journey() {
             wait_rolled_out(&apps, &default_ps, &group).await;
             audit_with_cronjob(&apps, &monitor, &monitored).await
         }
+    }
+
+    // Once: the real node's second pass (host network) changes nothing for it.
+    if !e2e::host_network_mode() {
+        in_place::in_place_reload(&apps, &logs).await;
     }
 
     match mode {

@@ -18,7 +18,7 @@ use policy_evaluator::{
 };
 
 use crate::api::ServedPolicies;
-use crate::capabilities::{ServerCapabilities, context_grants};
+use crate::capabilities::{ContextGrants, ServerCapabilities, context_grants};
 use crate::fetch::Fetcher;
 use crate::signatures::SignatureVerifier;
 
@@ -385,6 +385,20 @@ fn load_policies(
     (served, usable)
 }
 
+/// Gives policy `id` (and, for a group, its members `id/<member>`) the grants it has in
+/// `current` instead of those of its new entry.
+fn keep_grants(grants: &mut ContextGrants, current: &ContextGrants, id: &str) {
+    let member_prefix = format!("{id}/");
+    let of_policy = |key: &String| *key == id || key.starts_with(&member_prefix);
+    grants.retain(|key, _| !of_policy(key));
+    grants.extend(
+        current
+            .iter()
+            .filter(|(key, _)| of_policy(key))
+            .map(|(key, kinds)| (key.clone(), kinds.clone())),
+    );
+}
+
 /// Loads configurations: the first at start-up, and with in-place reloading each newer one
 /// beside the set being served, with the same engine, module sources and host capabilities.
 pub struct Loader {
@@ -458,11 +472,17 @@ impl Loader {
     ) -> Result<(ServedPolicies, LoadSummary), tokio::task::JoinError> {
         let started = Instant::now();
         let all_urls = module_urls(&config);
-        if let Err(reason) = self
-            .capabilities
-            .replace_grants(context_grants(&config))
-            .await
-        {
+        // Every kind the new set or the current one may read is watched before either runs;
+        // a policy that keeps its current version keeps its current grants (below).
+        let current_grants = self.capabilities.grants();
+        let mut grants = context_grants(&config);
+        let mut both = grants.clone();
+        both.extend(
+            current_grants
+                .iter()
+                .map(|(id, kinds)| (id.clone(), kinds.clone())),
+        );
+        if let Err(reason) = self.capabilities.watch_kinds(&both).await {
             tracing::error!(%reason, "context-aware policies cannot read some kinds");
         }
         let mut served = ServedPolicies::new();
@@ -506,6 +526,7 @@ impl Loader {
                 (Some(previous), Err(failure)) if previous.decider.is_ok() => {
                     tracing::error!(policy = %id, reason = %failure, "the new version of the policy cannot be loaded; its previous version goes on serving");
                     summary.rejected_updates += 1;
+                    keep_grants(&mut grants, &current_grants, &id);
                     Arc::new(ServedPolicy {
                         rejected_update: Some(RejectedUpdate {
                             digest: policy.digest.clone(),
@@ -526,6 +547,7 @@ impl Loader {
             };
             served.insert(id, policy);
         }
+        self.capabilities.replace_grants(grants);
         // Modules no served policy uses any more are dropped with the set that used them.
         let mut compiled = usable;
         compiled.retain(|url, _| all_urls.contains(url));
@@ -579,6 +601,29 @@ impl Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capabilities::kubernetes::KindRef;
+
+    #[test]
+    fn a_policy_keeping_its_version_keeps_its_grants() {
+        let kind = |kind: &str| KindRef {
+            api_version: "v1".to_string(),
+            kind: kind.to_string(),
+        };
+        let grants = |entries: &[(&str, &str)]| -> ContextGrants {
+            entries
+                .iter()
+                .map(|(id, k)| (id.to_string(), [kind(k)].into()))
+                .collect()
+        };
+        let current = grants(&[("p", "Namespace"), ("g/a", "Pod"), ("other", "Service")]);
+        let mut new = grants(&[("p", "ConfigMap"), ("g/b", "Secret"), ("other", "Node")]);
+        keep_grants(&mut new, &current, "g");
+        keep_grants(&mut new, &current, "p");
+        assert_eq!(
+            new,
+            grants(&[("p", "Namespace"), ("g/a", "Pod"), ("other", "Node")])
+        );
+    }
 
     #[test]
     fn credentials_in_urls_are_masked() {

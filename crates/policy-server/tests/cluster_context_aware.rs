@@ -286,3 +286,58 @@ fn without_a_cluster_context_aware_policies_stop_the_start_unless_told_otherwise
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_starts_the_cache_of_a_newly_read_kind() {
+    let Some(cluster) = TestCluster::connect("context_aware_reload").await else {
+        return;
+    };
+    let bare = unique_name("ctx-reload-bare");
+    namespace(&cluster.client, &bare, json!({})).await;
+    let (dir, _pki) = setup("context-aware-reload");
+    let f = fixtures().display().to_string();
+    let policies = write(
+        &dir,
+        "policies.yml",
+        &format!("accept:\n  module: file://{f}/accept-all.wasm\n"),
+    );
+    let ca = dir.join("ca.crt");
+    let server = {
+        let (dir, policies) = (dir.clone(), policies.clone());
+        tokio::task::spawn_blocking(move || {
+            start_with(&dir, &policies, None, &["--reload-policies"])
+        })
+        .await
+        .expect("starts")
+    };
+    // No policy read Namespaces at start-up: the reload must start their cache.
+    write(
+        &dir,
+        "policies.yml.next",
+        &format!(
+            "accept:\n  module: file://{f}/accept-all.wasm\nnamespace-label:\n  module: file://{f}/namespace-label.wasm\n  contextAwareResources: [{{apiVersion: v1, kind: Namespace}}]\n  hostCapabilities: [\"kubernetes/*\"]\n  settings: {{required_namespace_label: team}}\n"
+        ),
+    );
+    std::fs::rename(dir.join("policies.yml.next"), &policies).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = post(
+            &server,
+            &ca,
+            "/validate/namespace-label",
+            &pod_review(&bare),
+            None,
+        );
+        if status == 200 && message(&body) == format!("namespace {bare} lacks the label team") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded context-aware policy does not read Namespaces: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = Api::<Namespace>::all(cluster.client.clone())
+        .delete(&bare, &DeleteParams::default())
+        .await;
+}

@@ -416,7 +416,20 @@ fn custom_ports() {
     );
     let spec = &find(&objects, "PolicyServer", "default").expect("PolicyServer")["spec"];
     assert!(spec.get("webhookPort").is_none() && spec.get("readinessProbePort").is_none());
+    assert!(
+        spec.get("policyReloadMode").is_none(),
+        "rollout, as upstream"
+    );
     assert_eq!(spec["image"], "ghcr.io/kubewarden-rs/policy-server:0.1.0");
+    let objects = render(
+        &helm,
+        "defaults-in-place",
+        "kubewarden-defaults",
+        "kubewarden-defaults",
+        &["--set", "policyServer.policyReloadMode=inPlace"],
+    );
+    let spec = &find(&objects, "PolicyServer", "default").expect("PolicyServer")["spec"];
+    assert_eq!(spec["policyReloadMode"], "inPlace");
     assert!(
         find(&objects, "ClusterAdmissionPolicy", "no-privileged-pod").is_none(),
         "recommended policies are opt-in"

@@ -69,7 +69,8 @@ impl ServerCapabilities {
         }
     }
 
-    fn grants(&self) -> Arc<ContextGrants> {
+    /// The grants in force.
+    pub fn grants(&self) -> Arc<ContextGrants> {
         // Replaced whole under the write lock: a poisoned lock still holds a complete map.
         self.context_grants
             .read()
@@ -77,23 +78,28 @@ impl ServerCapabilities {
             .clone()
     }
 
-    /// Replaces the grants (a reloaded configuration's), first starting the caches of the
-    /// kinds no policy could read before. Without a Kubernetes connection the grants are
-    /// replaced all the same; the calls then answer why they cannot be served.
-    pub async fn replace_grants(&self, grants: ContextGrants) -> Result<(), String> {
+    /// Starts the caches of the kinds in `grants` that no policy could read before, and waits
+    /// for their first lists. Without a Kubernetes connection there is nothing to start; the
+    /// calls then answer why they cannot be served.
+    pub async fn watch_kinds(&self, grants: &ContextGrants) -> Result<(), String> {
         if let Some(context) = &self.kubernetes {
-            let started = context.watch(&watched_kinds(&grants)).await?;
+            let started = context.watch(&watched_kinds(grants)).await?;
             if started > 0
                 && let Err(reason) = context.wait_until_ready(CONTEXT_CACHE_FILL_TIMEOUT).await
             {
                 tracing::error!(%reason, "context-aware policies will fail until the caches fill");
             }
         }
+        Ok(())
+    }
+
+    /// Replaces the grants (a reloaded configuration's; start their kinds' caches first with
+    /// [`watch_kinds`](Self::watch_kinds)).
+    pub fn replace_grants(&self, grants: ContextGrants) {
         *self
             .context_grants
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(grants);
-        Ok(())
     }
 
     /// Runs `future` to completion from a synchronous caller. Evaluation threads are outside
