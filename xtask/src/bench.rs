@@ -3,7 +3,8 @@
 //! against a minimal HTTPS responder (the floor of wrk, loopback and TLS), which gives the
 //! server's own overhead per request; optionally (`--sweep`) the no-op and accept-all at
 //! connection counts from 2 to 32; plus cold start with 20 distinct policies, without and
-//! with the compile cache. Prints a table and writes it to `target/bench/policy-server.md`.
+//! with the compile cache, and a policy edit restarting against reloading in place
+//! (`bench_reload`). Prints a table and writes it to `target/bench/policy-server.md`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -370,7 +371,7 @@ fn one_connection(
     })
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     match sorted.len() {
@@ -451,6 +452,11 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir.join("compile-cache"));
     let cold = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;
     let warm = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;
+    println!("==> a policy edit with 20 policies: restart against in-place reload");
+    let variants: Vec<String> = (0..20)
+        .map(|i| dir.join(format!("variant-{i}.wasm")).display().to_string())
+        .collect();
+    let reload = crate::bench_reload::measure(&binary, &dir, &fixtures, &variants)?;
 
     let find = |path: &str, c: u32| {
         results
@@ -512,6 +518,7 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
         cold.as_secs_f64(),
         warm.as_secs_f64()
     )?;
+    summary.push_str(&crate::bench_reload::summary(&reload));
     let report = if sweep.is_empty() {
         format!("{table}\n{summary}")
     } else {

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_audit;
 mod bench_context;
+mod bench_reload;
 mod cargo;
 mod certs;
 mod chaos;
