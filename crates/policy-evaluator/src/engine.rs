@@ -128,6 +128,17 @@ impl PolicyEngine {
     pub fn load(&self, wasm: &[u8]) -> Result<PolicyModule, LoadError> {
         PolicyModule::new(self.clone(), wasm)
     }
+
+    /// [`load`](Self::load), running the module as `metadata` says instead of as its own
+    /// metadata section does (which it need not have): a module tried out with an execution
+    /// mode given by hand.
+    pub fn load_with_metadata(
+        &self,
+        wasm: &[u8],
+        metadata: crate::metadata::Metadata,
+    ) -> Result<PolicyModule, LoadError> {
+        PolicyModule::with_metadata(self.clone(), wasm, metadata)
+    }
 }
 
 /// Ticks to allow for `timeout`: rounded up, plus one for the tick already under way.

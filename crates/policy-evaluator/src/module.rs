@@ -38,6 +38,16 @@ impl std::fmt::Debug for PolicyModule {
 impl PolicyModule {
     pub(crate) fn new(engine: PolicyEngine, wasm: &[u8]) -> Result<Self, LoadError> {
         let metadata = Metadata::required_from_module(wasm)?;
+        Self::with_metadata(engine, wasm, metadata)
+    }
+
+    /// A module run as `metadata` says, whatever its own metadata section holds (none, or
+    /// another execution mode): what `kwctl run --execution-mode` needs.
+    pub(crate) fn with_metadata(
+        engine: PolicyEngine,
+        wasm: &[u8],
+        metadata: Metadata,
+    ) -> Result<Self, LoadError> {
         let module =
             Module::new(engine.engine(), wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let runtime = match metadata.execution_mode {

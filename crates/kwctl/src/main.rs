@@ -1,0 +1,266 @@
+//! `kwctl`: the Kubewarden policy CLI, running policies with this project's policy-evaluator,
+//! so what it answers is what the policy-server answers. Subcommands, flags and output as
+//! upstream's kwctl where they exist here: `run`, `annotate`, `inspect`, `policies`,
+//! `scaffold manifest`, `scaffold verification-config`, `completions`.
+
+mod annotate;
+mod inspect;
+mod run;
+mod scaffold;
+mod store;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use policy_evaluator::metadata::ExecutionMode;
+
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kwctl",
+    version,
+    about = "Tool to manage Kubewarden policies",
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Increase verbosity (debug logs on stderr).
+    #[arg(short, long)]
+    verbose: bool,
+    /// Disable colored output (accepted for compatibility; the output has no colors).
+    #[arg(long)]
+    no_color: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Execution modes `run --execution-mode` accepts (upstream's names).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Opa,
+    Gatekeeper,
+    Kubewarden,
+    Wasi,
+}
+
+impl From<Mode> for ExecutionMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Opa => ExecutionMode::Opa,
+            Mode::Gatekeeper => ExecutionMode::Gatekeeper,
+            Mode::Kubewarden => ExecutionMode::KubewardenWapc,
+            Mode::Wasi => ExecutionMode::Wasi,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a Kubewarden policy from a given URI.
+    Run {
+        /// Policy URI (file://, or registry:// / https:// from the store), local path, or
+        /// SHA-256 prefix of a stored policy.
+        #[arg(value_name = "uri_or_sha_prefix")]
+        uri: String,
+        /// File containing the AdmissionReview or AdmissionRequest; `-` reads standard input.
+        #[arg(short, long, value_name = "PATH")]
+        request_path: PathBuf,
+        /// File containing the settings (YAML or JSON).
+        #[arg(short, long, value_name = "PATH", conflicts_with = "settings_json")]
+        settings_path: Option<PathBuf>,
+        /// The settings as a JSON string.
+        #[arg(long, value_name = "VALUE")]
+        settings_json: Option<String>,
+        /// Runs the module in this mode instead of the one its metadata names.
+        #[arg(short, long, value_name = "MODE")]
+        execution_mode: Option<Mode>,
+        /// Evaluates the request as a free-form document (raw policies).
+        #[arg(long)]
+        raw: bool,
+        /// Turns off the compile cache.
+        #[arg(long)]
+        disable_wasmtime_cache: bool,
+    },
+    /// Adds Kubewarden metadata to a WebAssembly module.
+    Annotate {
+        /// The module to annotate.
+        #[arg(value_name = "wasm-path")]
+        wasm_path: PathBuf,
+        /// File containing the metadata (YAML).
+        #[arg(short, long, value_name = "PATH")]
+        metadata_path: PathBuf,
+        /// Where to write the annotated module.
+        #[arg(short, long, value_name = "PATH")]
+        output_path: PathBuf,
+        /// File with the policy's usage documentation (markdown), stored as an annotation.
+        #[arg(short, long, value_name = "PATH")]
+        usage_path: Option<PathBuf>,
+    },
+    /// Inspects a Kubewarden policy's metadata.
+    Inspect {
+        #[arg(value_name = "uri_or_sha_prefix")]
+        uri: String,
+        /// Output format.
+        #[arg(short, long, value_name = "FORMAT")]
+        output: Option<OutputFormat>,
+    },
+    /// Lists the policies of the local store.
+    Policies,
+    /// Scaffolds a Kubernetes resource or configuration file.
+    #[command(subcommand)]
+    Scaffold(Scaffold),
+    /// Generates shell completions.
+    Completions {
+        #[arg(short, long, value_name = "VALUE")]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scaffold {
+    /// Outputs a Kubernetes resource manifest for the policy.
+    Manifest {
+        #[arg(value_name = "uri_or_sha_prefix")]
+        uri: String,
+        /// Kubewarden custom resource type.
+        #[arg(short = 't', long = "type", value_name = "VALUE")]
+        kind: scaffold::ManifestType,
+        /// Policy title (the resource's name).
+        #[arg(long, value_name = "VALUE")]
+        title: Option<String>,
+        /// File containing the settings (YAML or JSON).
+        #[arg(short, long, value_name = "PATH", conflicts_with = "settings_json")]
+        settings_path: Option<PathBuf>,
+        /// The settings as a JSON string.
+        #[arg(long, value_name = "VALUE")]
+        settings_json: Option<String>,
+        /// Copies the resources the policy reads at evaluation time into the manifest.
+        #[arg(long)]
+        allow_context_aware: bool,
+    },
+    /// Outputs the default Sigstore verification configuration.
+    VerificationConfig,
+}
+
+fn config_dir() -> String {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+        .map(|dir| dir.join("kubewarden").display().to_string())
+        .unwrap_or_else(|| "~/.config/kubewarden".to_string())
+}
+
+fn execute(command: Command) -> Result<String> {
+    let store = Store::default_location()?;
+    match command {
+        Command::Run {
+            uri,
+            request_path,
+            settings_path,
+            settings_json,
+            execution_mode,
+            raw,
+            disable_wasmtime_cache,
+        } => {
+            let (uri, module) = store.resolve(&uri)?;
+            let options = run::RunOptions {
+                request_path,
+                settings: run::read_settings(settings_path.as_deref(), settings_json.as_deref())?,
+                execution_mode: execution_mode.map(Into::into),
+                raw,
+                cache_dir: (!disable_wasmtime_cache)
+                    .then(|| store::cache_dir().ok())
+                    .flatten()
+                    .map(|dir| dir.join("kubewarden").join("compile-cache")),
+            };
+            let response = run::run(&uri, &module, &options)?;
+            Ok(format!("{}\n", run::print_response(&response)?))
+        }
+        Command::Annotate {
+            wasm_path,
+            metadata_path,
+            output_path,
+            usage_path,
+        } => {
+            let wasm = std::fs::read(&wasm_path)
+                .with_context(|| format!("reading {}", wasm_path.display()))?;
+            let annotated = annotate::annotated(&wasm, &metadata_path, usage_path.as_deref())?;
+            std::fs::write(&output_path, annotated)
+                .with_context(|| format!("writing {}", output_path.display()))?;
+            Ok(String::new())
+        }
+        Command::Inspect { uri, output } => {
+            let (uri, module) = store.resolve(&uri)?;
+            let metadata = inspect::metadata_of(&uri, &module)?;
+            match output {
+                Some(OutputFormat::Yaml) => Ok(serde_yaml_ng::to_string(&metadata)?),
+                None => inspect::pretty(&metadata),
+            }
+        }
+        Command::Policies => inspect::policies(&store),
+        Command::Scaffold(Scaffold::Manifest {
+            uri,
+            kind,
+            title,
+            settings_path,
+            settings_json,
+            allow_context_aware,
+        }) => {
+            let (uri, module) = store.resolve(&uri)?;
+            let metadata = inspect::metadata_of(&uri, &module)?;
+            metadata
+                .validate()
+                .with_context(|| format!("Policy {uri} cannot be validated"))?;
+            let settings = run::read_settings(settings_path.as_deref(), settings_json.as_deref())?;
+            scaffold::manifest(
+                kind,
+                &uri,
+                &metadata,
+                settings,
+                title.as_deref(),
+                allow_context_aware,
+            )
+        }
+        Command::Scaffold(Scaffold::VerificationConfig) => {
+            Ok(scaffold::verification_config(&config_dir()))
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kwctl", &mut script);
+            Ok(String::from_utf8_lossy(&script).into_owned())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_ansi(!cli.no_color && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(cli.command) {
+        Ok(output) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`kwctl ... | head`) is not an error worth a message.
+            let _ = stdout.write_all(output.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
