@@ -7,6 +7,23 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// One incarnation of a pod: its UID and its containers' restarts (`<uid>#<restarts>`). A
+/// policy-server loads its policies once per incarnation, so a change of it means a new load.
+pub fn pod_incarnation(pod: &k8s_openapi::api::core::v1::Pod) -> String {
+    let restarts: i32 = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .sum();
+    format!(
+        "{}#{restarts}",
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
 /// Path of the load status on the readiness port.
 pub const STATUS_PATH: &str = "/status";
 

@@ -75,20 +75,7 @@ async fn pod_generations(cluster: &TestCluster, policy_server: &str, logs: &Path
         .expect("pods")
         .items
         .iter()
-        .map(|pod| {
-            let restarts: i32 = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|c| c.restart_count)
-                .sum();
-            format!(
-                "{}#{restarts}",
-                pod.metadata.uid.as_deref().unwrap_or_default()
-            )
-        })
+        .map(api_types::load_status::pod_incarnation)
         .collect();
     generations.sort();
     let log = logs.join(format!("policy-server-{policy_server}.log"));

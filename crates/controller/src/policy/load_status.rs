@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api_types::load_status::{PolicyLoadStatus, PolicyServerLoadStatus, STATUS_PATH};
+use api_types::load_status::{
+    PolicyLoadStatus, PolicyServerLoadStatus, STATUS_PATH, pod_incarnation,
+};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -18,8 +20,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bodies larger than this are not a policy-server's status.
 const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// The load status each PolicyServer's current pods reported. A pod's load state never changes
-/// (policies load once, at start-up), so an answer holds until the set of pods changes, or
+/// The load status each rolled-out PolicyServer's current pods reported (an in-place
+/// reloading one is asked every time, with [`fetch_each`]). Such a pod loads its policies
+/// once, at start-up, so an answer holds until the set of pods changes, or
 /// for [`MAX_AGE`] at most, since a pod may learn while serving that a policy answers in a
 /// shape it does not understand: one request per PolicyServer per rollout or minute, not one
 /// per policy reconciliation.
@@ -50,23 +53,7 @@ impl LoadStatusCache {
         unique_name: &str,
     ) -> Result<PolicyLoadStatus, String> {
         // A restarted container loads again: its restart count is part of the key.
-        let mut instances: Vec<String> = pods
-            .iter()
-            .map(|pod| {
-                let restarts: i32 = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|c| c.restart_count)
-                    .sum();
-                format!(
-                    "{}#{restarts}",
-                    pod.metadata.uid.as_deref().unwrap_or_default()
-                )
-            })
-            .collect();
+        let mut instances: Vec<String> = pods.iter().map(pod_incarnation).collect();
         instances.sort_unstable();
         let key = format!("{readiness_port}/{}", instances.join(","));
         let cached = self.lock().get(policy_server).cloned();
