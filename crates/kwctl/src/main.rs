@@ -1,10 +1,11 @@
 //! `kwctl`: the Kubewarden policy CLI, running policies with this project's policy-evaluator,
 //! so what it answers is what the policy-server answers. Subcommands, flags and output as
-//! upstream's kwctl where they exist here: `run`, `annotate`, `inspect`, `policies`,
-//! `scaffold manifest`, `scaffold verification-config`, `completions`.
+//! upstream's kwctl where they exist here: `run`, `annotate`, `inspect`, `policies`, `pull`,
+//! `push`, `rm`, `scaffold manifest`, `scaffold verification-config`, `completions`.
 
 mod annotate;
 mod inspect;
+mod oci;
 mod run;
 mod scaffold;
 mod store;
@@ -109,6 +110,38 @@ enum Command {
     },
     /// Lists the policies of the local store.
     Policies,
+    /// Pulls a policy into the local store.
+    Pull {
+        /// Policy URI (`registry://`, `https://`, or a bare registry reference).
+        uri: String,
+        /// Writes the module here instead of into the store.
+        #[arg(short, long, value_name = "PATH")]
+        output_path: Option<PathBuf>,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// Pushes a policy to an OCI registry.
+    Push {
+        /// The policy: a local path, URI or SHA-256 prefix of a stored policy.
+        #[arg(value_name = "policy")]
+        policy: String,
+        /// Destination: `registry://host/repository:tag` or `host/repository:tag`.
+        #[arg(value_name = "uri")]
+        uri: String,
+        /// Pushes a module without (valid) metadata.
+        #[arg(short, long)]
+        force: bool,
+        /// Output format.
+        #[arg(short, long, value_name = "FORMAT")]
+        output: Option<PushOutput>,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// Removes a policy from the store.
+    Rm {
+        #[arg(value_name = "uri_or_sha_prefix")]
+        uri: String,
+    },
     /// Scaffolds a Kubernetes resource or configuration file.
     #[command(subcommand)]
     Scaffold(Scaffold),
@@ -122,6 +155,32 @@ enum Command {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OutputFormat {
     Yaml,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PushOutput {
+    Text,
+    Json,
+}
+
+/// How registries are reached (upstream's flags).
+#[derive(Debug, clap::Args)]
+struct AccessArgs {
+    /// Directory holding a Docker `config.json` with registry credentials.
+    #[arg(long, value_name = "PATH")]
+    docker_config_json_path: Option<PathBuf>,
+    /// YAML file holding source information (insecure sources, certificate authorities).
+    #[arg(long, value_name = "PATH")]
+    sources_path: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    fn access(self) -> oci::Access {
+        oci::Access {
+            sources_path: self.sources_path,
+            docker_config_dir: self.docker_config_json_path,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,12 +209,14 @@ enum Scaffold {
     VerificationConfig,
 }
 
-fn config_dir() -> String {
+/// Upstream's configuration directory: `$XDG_CONFIG_HOME/kubewarden`, else
+/// `~/.config/kubewarden`.
+fn config_dir() -> PathBuf {
     std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
-        .map(|dir| dir.join("kubewarden").display().to_string())
-        .unwrap_or_else(|| "~/.config/kubewarden".to_string())
+        .unwrap_or_else(|| PathBuf::from("~/.config"))
+        .join("kubewarden")
 }
 
 fn execute(command: Command) -> Result<String> {
@@ -206,6 +267,43 @@ fn execute(command: Command) -> Result<String> {
             }
         }
         Command::Policies => inspect::policies(&store),
+        Command::Pull {
+            uri,
+            output_path,
+            access,
+        } => {
+            tracing::info!(%uri, "pulling policy...");
+            oci::pull(
+                &store,
+                &access.access(),
+                &config_dir(),
+                &uri,
+                output_path.as_deref(),
+            )?;
+            Ok(String::new())
+        }
+        Command::Push {
+            policy,
+            uri,
+            force,
+            output,
+            access,
+        } => {
+            let (_, module) = store.resolve(&policy)?;
+            let immutable = oci::push(&access.access(), &config_dir(), &module, &uri, force)?;
+            Ok(match output {
+                Some(PushOutput::Json) => {
+                    format!("{}\n", serde_json::json!({ "immutable_ref": immutable }))
+                }
+                Some(PushOutput::Text) | None => {
+                    format!("Policy successfully pushed: {immutable}\n")
+                }
+            })
+        }
+        Command::Rm { uri } => {
+            oci::rm(&store, &uri)?;
+            Ok(String::new())
+        }
         Command::Scaffold(Scaffold::Manifest {
             uri,
             kind,
@@ -229,9 +327,9 @@ fn execute(command: Command) -> Result<String> {
                 allow_context_aware,
             )
         }
-        Command::Scaffold(Scaffold::VerificationConfig) => {
-            Ok(scaffold::verification_config(&config_dir()))
-        }
+        Command::Scaffold(Scaffold::VerificationConfig) => Ok(scaffold::verification_config(
+            &config_dir().display().to_string(),
+        )),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "kwctl", &mut script);

@@ -382,3 +382,113 @@ fn store_listing_scaffolds_and_completions() {
         Some(2)
     );
 }
+
+#[test]
+fn push_then_pull_through_a_real_registry() {
+    let dir = scratch("registry");
+    let Some(registry) = test_cluster::registry::start_registry(&dir, None) else {
+        return;
+    };
+    let host = format!("localhost:{}", registry.port);
+    let sources = write(
+        &dir,
+        "sources.yml",
+        &format!("insecure_sources: [\"{host}\"]\n"),
+    );
+    let destination = format!("registry://{host}/policies/reject-by-label:v1");
+    let output = kwctl(
+        &dir,
+        &[
+            "push",
+            &fixture("reject-by-label"),
+            &destination,
+            "--sources-path",
+            &sources,
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with(&format!(
+            "Policy successfully pushed: registry://{host}/policies/reject-by-label@sha256:"
+        )),
+        "{text}"
+    );
+    let output = kwctl(
+        &dir,
+        &[
+            "push",
+            &fixture("reject-by-label"),
+            &destination,
+            "--sources-path",
+            &sources,
+            "-o",
+            "json",
+        ],
+    );
+    let answer: Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert!(
+        answer["immutable_ref"]
+            .as_str()
+            .is_some_and(|r| r.contains("@sha256:"))
+    );
+
+    let output = kwctl(&dir, &["pull", &destination, "--sources-path", &sources]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stored = dir.join(format!(
+        "cache/kubewarden/store/registry/{host}/policies/reject-by-label:v1"
+    ));
+    assert_eq!(
+        std::fs::read(&stored).expect("stored"),
+        std::fs::read(fixture("reject-by-label")).expect("fixture"),
+        "the same bytes came back"
+    );
+    assert!(stdout(&kwctl(&dir, &["policies"])).contains(&destination));
+    let request = write(&dir, "r.json", &pod_review(json!({"x": "1"})).to_string());
+    let output = kwctl(
+        &dir,
+        &[
+            "run",
+            &destination,
+            "-r",
+            &request,
+            "--settings-json",
+            r#"{"denied_labels": ["x"]}"#,
+        ],
+    );
+    let answer: Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(answer["allowed"], false, "{answer}");
+
+    // Unannotated modules are refused unless forced; an unknown repository cannot be pulled.
+    let bare = write(&dir, "bare.wasm", "\0asm\u{1}\0\0\0");
+    let output = kwctl(
+        &dir,
+        &["push", &bare, &destination, "--sources-path", &sources],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("has no Kubewarden metadata"),
+        "{}",
+        stderr(&output)
+    );
+    let output = kwctl(
+        &dir,
+        &[
+            "pull",
+            &format!("registry://{host}/policies/missing:v1"),
+            "--sources-path",
+            &sources,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("could not be downloaded"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = kwctl(&dir, &["rm", &destination]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stored.exists());
+    assert!(stdout(&kwctl(&dir, &["policies"])).is_empty());
+}

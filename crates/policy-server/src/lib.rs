@@ -8,7 +8,9 @@ mod api;
 mod capabilities;
 mod cli;
 mod evaluation;
-mod fetch;
+/// Fetching modules (`file://`, `http(s)://`, `registry://`) with sources.yml settings and
+/// registry credentials; also what `kwctl pull` and `kwctl push` reach registries with.
+pub mod fetch;
 mod loader;
 mod metrics;
 mod pool;

@@ -8,9 +8,10 @@ mod common;
 
 use axum::Router;
 use axum::routing::get;
-use common::registry::{push, start_registry};
+use common::registry::push;
 use common::*;
 use serde_json::json;
+use test_cluster::registry::start_registry;
 
 #[test]
 fn policies_from_an_insecure_registry() {

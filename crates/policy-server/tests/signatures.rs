@@ -14,9 +14,10 @@ use std::path::Path;
 use common::cosign::{
     Signature, SigningKeyPair, SigstoreInstance, attach, manifest_digest, payload,
 };
-use common::registry::{Registry, push, start_registry};
+use common::registry::push;
 use common::*;
 use serde_json::json;
+use test_cluster::registry::{Registry, start_registry};
 
 const WORKFLOW: &str =
     "https://github.com/kubewarden/policy/.github/workflows/release.yml@refs/tags/v1.0.0";

@@ -11,6 +11,7 @@
 
 mod certs;
 pub mod helm;
+pub mod registry;
 mod wait;
 
 use std::path::PathBuf;

@@ -1,76 +1,15 @@
-//! A real OCI registry (Debian's `docker-registry`) started for a test, and pushes to it the
-//! way `kwctl push` does.
-//!
-//! Without `/usr/bin/docker-registry` the registry tests print why and return, unless
-//! `KUBEWARDEN_REQUIRE_TEST_SERVERS` is set (as `cargo xtask test` and CI do).
+//! Pushes to a test registry ([`test_cluster::registry`]) the way `kwctl push` does.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::{WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use super::{fixtures, free_port};
+use test_cluster::registry::Registry;
 
-const REGISTRY: &str = "/usr/bin/docker-registry";
-
-pub struct Registry {
-    child: Child,
-    pub port: u16,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a registry on a free port, with TLS when `tls` gives (cert, key).
-pub fn start_registry(dir: &Path, tls: Option<(&Path, &Path)>) -> Option<Registry> {
-    if !Path::new(REGISTRY).is_file() {
-        if std::env::var_os("KUBEWARDEN_REQUIRE_TEST_SERVERS").is_some() {
-            panic!("{REGISTRY} is missing: apt-get install docker-registry");
-        }
-        eprintln!("skipped: {REGISTRY} is missing (apt-get install docker-registry)");
-        return None;
-    }
-    let port = free_port();
-    let storage = dir.join(format!("registry-{port}"));
-    let tls_section = tls.map_or(String::new(), |(cert, key)| {
-        format!(
-            "  tls:\n    certificate: {}\n    key: {}\n",
-            cert.display(),
-            key.display()
-        )
-    });
-    let config = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_section}",
-        storage.display()
-    );
-    let config_path = dir.join(format!("registry-{port}.yml"));
-    std::fs::write(&config_path, config).expect("registry config");
-    let child = Command::new(REGISTRY)
-        .arg("serve")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("registry starts");
-    let registry = Registry { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "registry not listening after 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(registry)
-}
+use super::fixtures;
 
 /// Pushes a fixture the way `kwctl push` does: one wasm layer, a wasm config.
 pub fn push(
