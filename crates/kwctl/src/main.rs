@@ -1,9 +1,12 @@
 //! `kwctl`: the Kubewarden policy CLI, running policies with this project's policy-evaluator,
 //! so what it answers is what the policy-server answers. Subcommands, flags and output as
-//! upstream's kwctl where they exist here: `run`, `annotate`, `inspect`, `policies`, `pull`,
-//! `push`, `rm`, `scaffold manifest`, `scaffold verification-config`, `completions`.
+//! upstream's kwctl where they exist here: `run`, `bench`, `annotate`, `inspect`, `policies`,
+//! `pull`, `push`, `rm`, `save`, `load`, `scaffold manifest`, `scaffold verification-config`,
+//! `completions`.
 
+mod airgap;
 mod annotate;
+mod bench;
 mod inspect;
 mod oci;
 mod run;
@@ -61,29 +64,33 @@ impl From<Mode> for ExecutionMode {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs a Kubewarden policy from a given URI.
-    Run {
-        /// Policy URI (file://, or registry:// / https:// from the store), local path, or
-        /// SHA-256 prefix of a stored policy.
-        #[arg(value_name = "uri_or_sha_prefix")]
-        uri: String,
-        /// File containing the AdmissionReview or AdmissionRequest; `-` reads standard input.
-        #[arg(short, long, value_name = "PATH")]
-        request_path: PathBuf,
-        /// File containing the settings (YAML or JSON).
-        #[arg(short, long, value_name = "PATH", conflicts_with = "settings_json")]
-        settings_path: Option<PathBuf>,
-        /// The settings as a JSON string.
-        #[arg(long, value_name = "VALUE")]
-        settings_json: Option<String>,
-        /// Runs the module in this mode instead of the one its metadata names.
-        #[arg(short, long, value_name = "MODE")]
-        execution_mode: Option<Mode>,
-        /// Evaluates the request as a free-form document (raw policies).
-        #[arg(long)]
-        raw: bool,
-        /// Turns off the compile cache.
-        #[arg(long)]
-        disable_wasmtime_cache: bool,
+    Run(RunArgs),
+    /// Benchmarks a Kubewarden policy: its settings validation and its evaluation of the
+    /// request, warm.
+    Bench {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Seconds of evaluations before measuring.
+        #[arg(long, value_name = "SECONDS", default_value_t = 3)]
+        warm_up_time: u64,
+        /// Seconds of measured evaluations, per operation.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+        measurement_time: u64,
+    },
+    /// Saves stored policies into a gzipped tarball (for clusters without registry access).
+    Save {
+        /// The tarball to write.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// Stored policies: URIs or SHA-256 prefixes.
+        #[arg(required = true, value_name = "policies")]
+        policies: Vec<String>,
+    },
+    /// Loads the policies of a tarball made by `kwctl save` into the store.
+    Load {
+        /// The tarball to read.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
     },
     /// Adds Kubewarden metadata to a WebAssembly module.
     Annotate {
@@ -150,6 +157,54 @@ enum Command {
         #[arg(short, long, value_name = "VALUE")]
         shell: clap_complete::Shell,
     },
+}
+
+/// What `run` and `bench` take.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Policy URI (file://, or registry:// / https:// from the store), local path, or
+    /// SHA-256 prefix of a stored policy.
+    #[arg(value_name = "uri_or_sha_prefix")]
+    uri: String,
+    /// File containing the AdmissionReview or AdmissionRequest; `-` reads standard input.
+    #[arg(short, long, value_name = "PATH")]
+    request_path: PathBuf,
+    /// File containing the settings (YAML or JSON).
+    #[arg(short, long, value_name = "PATH", conflicts_with = "settings_json")]
+    settings_path: Option<PathBuf>,
+    /// The settings as a JSON string.
+    #[arg(long, value_name = "VALUE")]
+    settings_json: Option<String>,
+    /// Runs the module in this mode instead of the one its metadata names.
+    #[arg(short, long, value_name = "MODE")]
+    execution_mode: Option<Mode>,
+    /// Evaluates the request as a free-form document (raw policies).
+    #[arg(long)]
+    raw: bool,
+    /// Turns off the compile cache.
+    #[arg(long)]
+    disable_wasmtime_cache: bool,
+}
+
+impl RunArgs {
+    /// The policy's URI and file, and how to run it.
+    fn options(self, store: &Store) -> Result<(String, PathBuf, run::RunOptions)> {
+        let (uri, module) = store.resolve(&self.uri)?;
+        let options = run::RunOptions {
+            request_path: self.request_path,
+            settings: run::read_settings(
+                self.settings_path.as_deref(),
+                self.settings_json.as_deref(),
+            )?,
+            execution_mode: self.execution_mode.map(Into::into),
+            raw: self.raw,
+            cache_dir: (!self.disable_wasmtime_cache)
+                .then(|| store::cache_dir().ok())
+                .flatten()
+                .map(|dir| dir.join("kubewarden").join("compile-cache")),
+        };
+        Ok((uri, module, options))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -222,28 +277,37 @@ fn config_dir() -> PathBuf {
 fn execute(command: Command) -> Result<String> {
     let store = Store::default_location()?;
     match command {
-        Command::Run {
-            uri,
-            request_path,
-            settings_path,
-            settings_json,
-            execution_mode,
-            raw,
-            disable_wasmtime_cache,
-        } => {
-            let (uri, module) = store.resolve(&uri)?;
-            let options = run::RunOptions {
-                request_path,
-                settings: run::read_settings(settings_path.as_deref(), settings_json.as_deref())?,
-                execution_mode: execution_mode.map(Into::into),
-                raw,
-                cache_dir: (!disable_wasmtime_cache)
-                    .then(|| store::cache_dir().ok())
-                    .flatten()
-                    .map(|dir| dir.join("kubewarden").join("compile-cache")),
-            };
+        Command::Run(args) => {
+            let (uri, module, options) = args.options(&store)?;
             let response = run::run(&uri, &module, &options)?;
             Ok(format!("{}\n", run::print_response(&response)?))
+        }
+        Command::Bench {
+            run: args,
+            warm_up_time,
+            measurement_time,
+        } => {
+            let (uri, module, options) = args.options(&store)?;
+            // One reused instance, as each policy-server worker keeps.
+            let prepared = run::Prepared::new(&uri, &module, &options, 1)?;
+            bench::bench(
+                &prepared.evaluator,
+                &prepared.request,
+                prepared.raw,
+                bench::BenchOptions {
+                    warm_up: std::time::Duration::from_secs(warm_up_time),
+                    measurement: std::time::Duration::from_secs(measurement_time),
+                },
+            )
+        }
+        Command::Save { output, policies } => {
+            airgap::save(&store, &policies, &output)?;
+            Ok(String::new())
+        }
+        Command::Load { input } => {
+            let loaded = airgap::load(&store, &input)?;
+            tracing::info!(policies = loaded, "loaded into the store");
+            Ok(String::new())
         }
         Command::Annotate {
             wasm_path,

@@ -123,42 +123,74 @@ pub fn print_response(response: &AdmissionResponse) -> Result<String> {
     })?)
 }
 
+/// A policy ready to evaluate its request: its settings validated, the request read.
+#[derive(Debug)]
+pub struct Prepared {
+    pub evaluator: PolicyEvaluator,
+    /// The AdmissionRequest (or, raw, the document).
+    pub request: Value,
+    pub raw: bool,
+}
+
+impl Prepared {
+    /// Compiles the module, validates the settings and reads the request. `reused_instances`
+    /// as in the policy-server: 0 gives every evaluation a fresh instance.
+    pub fn new(
+        uri: &str,
+        module: &Path,
+        options: &RunOptions,
+        reused_instances: usize,
+    ) -> Result<Self> {
+        let wasm =
+            std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+        let metadata = effective_metadata(&wasm, uri, options.execution_mode)?;
+        let raw = options.raw || metadata.policy_type == PolicyType::Raw;
+        let engine = PolicyEngine::new(&EngineOptions {
+            cache_dir: options.cache_dir.clone(),
+            pooling: None,
+        })?;
+        let module = engine
+            .load_with_metadata(&wasm, metadata)
+            .with_context(|| format!("loading {uri}"))?;
+        let mut settings = EvaluatorSettings::new(uri);
+        settings.settings = options.settings.clone();
+        settings.reused_instances = reused_instances;
+        let evaluator = PolicyEvaluator::new(std::sync::Arc::new(module), settings);
+        let answer = evaluator
+            .validate_settings()
+            .with_context(|| format!("Error running policy {uri}"))?;
+        if !answer.valid {
+            bail!(
+                "Provided settings are not valid: {:?}",
+                answer.message.unwrap_or_default()
+            );
+        }
+        let mut request = read_request(&options.request_path)?;
+        if request["kind"] == "AdmissionReview" {
+            request = request
+                .get("request")
+                .cloned()
+                .context("the AdmissionReview has no request")?;
+        }
+        Ok(Prepared {
+            evaluator,
+            request,
+            raw,
+        })
+    }
+
+    /// The policy's AdmissionResponse to the request.
+    pub fn evaluate(&self, uri: &str) -> Result<AdmissionResponse> {
+        let response = if self.raw {
+            self.evaluator.validate_raw(&self.request)
+        } else {
+            self.evaluator.validate(&self.request)
+        };
+        response.with_context(|| format!("Error running policy {uri}"))
+    }
+}
+
 /// Validates the settings, then evaluates the request: the policy's AdmissionResponse.
 pub fn run(uri: &str, module: &Path, options: &RunOptions) -> Result<AdmissionResponse> {
-    let wasm = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-    let metadata = effective_metadata(&wasm, uri, options.execution_mode)?;
-    let raw = options.raw || metadata.policy_type == PolicyType::Raw;
-    let engine = PolicyEngine::new(&EngineOptions {
-        cache_dir: options.cache_dir.clone(),
-        pooling: None,
-    })?;
-    let module = engine
-        .load_with_metadata(&wasm, metadata)
-        .with_context(|| format!("loading {uri}"))?;
-    let mut settings = EvaluatorSettings::new(uri);
-    settings.settings = options.settings.clone();
-    settings.reused_instances = 0;
-    let evaluator = PolicyEvaluator::new(std::sync::Arc::new(module), settings);
-    let answer = evaluator
-        .validate_settings()
-        .with_context(|| format!("Error running policy {uri}"))?;
-    if !answer.valid {
-        bail!(
-            "Provided settings are not valid: {:?}",
-            answer.message.unwrap_or_default()
-        );
-    }
-    let mut request = read_request(&options.request_path)?;
-    if request["kind"] == "AdmissionReview" {
-        request = request
-            .get("request")
-            .cloned()
-            .context("the AdmissionReview has no request")?;
-    }
-    let response = if raw {
-        evaluator.validate_raw(&request)
-    } else {
-        evaluator.validate(&request)
-    };
-    response.with_context(|| format!("Error running policy {uri}"))
+    Prepared::new(uri, module, options, 0)?.evaluate(uri)
 }

@@ -49,6 +49,15 @@ impl Store {
         Ok(Store::new(cache_dir()?.join("kubewarden").join("store")))
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `path` relative to the store's root, when it is inside the store.
+    pub fn relative(&self, path: &Path) -> Option<PathBuf> {
+        path.strip_prefix(&self.root).ok().map(Path::to_path_buf)
+    }
+
     /// Where the module of `uri` (`registry://`, `https://`, `http://`) is kept.
     pub fn path_of(&self, uri: &str) -> Result<PathBuf> {
         let uri = normalize(uri);

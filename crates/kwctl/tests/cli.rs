@@ -492,3 +492,70 @@ fn push_then_pull_through_a_real_registry() {
     assert!(!stored.exists());
     assert!(stdout(&kwctl(&dir, &["policies"])).is_empty());
 }
+
+#[test]
+fn bench_save_and_load() {
+    let dir = scratch("bench");
+    let request = write(&dir, "r.json", &pod_review(json!({"x": "1"})).to_string());
+    let output = kwctl(
+        &dir,
+        &[
+            "bench",
+            &fixture("reject-by-label"),
+            "-r",
+            &request,
+            "--settings-json",
+            r#"{"denied_labels": ["x"]}"#,
+            "--warm-up-time",
+            "0",
+            "--measurement-time",
+            "1",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for expected in [
+        "validate_settings       time:   [",
+        "validate                time:   [",
+        "p99:",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+
+    // An upstream-layout store saved to a tarball and loaded into another store.
+    let stored = dir.join("cache/kubewarden/store/https/example.com/policies/reject.wasm");
+    std::fs::create_dir_all(stored.parent().expect("parent")).expect("store dirs");
+    std::fs::copy(fixture("reject-by-label"), &stored).expect("copy");
+    let tarball = dir.join("policies.tar.gz").display().to_string();
+    let output = kwctl(
+        &dir,
+        &[
+            "save",
+            "--output",
+            &tarball,
+            "https://example.com/policies/reject.wasm",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let other = scratch("load");
+    let output = kwctl(&other, &["load", "--input", &tarball]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(other.join("cache/kubewarden/store/https/example.com/policies/reject.wasm"))
+            .expect("loaded"),
+        std::fs::read(fixture("reject-by-label")).expect("fixture")
+    );
+    // Only stored policies are saved; a tarball that is not one is refused.
+    let output = kwctl(
+        &dir,
+        &["save", "--output", &tarball, &fixture("accept-all")],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("not in the store"),
+        "{}",
+        stderr(&output)
+    );
+    let output = kwctl(&other, &["load", "--input", &request]);
+    assert_eq!(output.status.code(), Some(1));
+}
