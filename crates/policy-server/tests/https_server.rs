@@ -599,10 +599,22 @@ fn daemon_mode_detaches_and_pprof_is_refused_with_the_reason() {
         .arg("--enable-pprof")
         .status()
         .expect("starts");
-    // The parent returns at once; the detached child serves.
+    // The parent returns at once; the detached child serves, and writes the pid file itself,
+    // so the file may come a moment after the parent has gone.
     assert!(status.success(), "{status}");
-    let pid = std::fs::read_to_string(&pid_file).expect("pid file");
-    let pid = pid.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        match std::fs::read_to_string(&pid_file) {
+            Ok(pid) if !pid.trim().is_empty() => break pid.trim().to_string(),
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon wrote no pid file in 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
     let get = |path: &str| {
         let output = Command::new("curl")
             .args(["-s", "-w", "\n%{http_code}"])
