@@ -5,13 +5,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::demo::pod_review;
-use crate::local_server::LocalPolicyServer;
+use crate::local_server::{LocalPolicyServer, post_insecure};
 
 /// Edits measured in each mode; the report gives their median.
 const EDITS: usize = 5;
@@ -48,18 +47,8 @@ fn policies_text(variants: &[String], fixtures: &Path, label: &str) -> Result<St
 
 /// Whether the server on `port` refuses a pod labelled `label` through `edited`.
 fn refuses(port: u16, label: &str) -> Result<bool> {
-    let output = Command::new("curl")
-        .args([
-            "-sk",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-        ])
-        .arg(pod_review("bench", &format!(r#"{{"{label}":"x"}}"#)))
-        .arg(format!("https://localhost:{port}/validate/edited"))
-        .output()
-        .context("running curl")?;
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let body = pod_review("bench", &format!(r#"{{"{label}":"x"}}"#));
+    let answer = post_insecure(port, "/validate/edited", &body)?;
     Ok(answer["response"]["allowed"] == false)
 }
 

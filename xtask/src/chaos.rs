@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::bench::{prepare_load_dir, wrk};
 use crate::certs::write_localhost_certificates;
-use crate::local_server::LocalPolicyServer;
+use crate::local_server::{LocalPolicyServer, post_insecure};
 use crate::paths::cache_root;
 
 /// A hostile policy: its id, its `behaviour` setting, what its answer must say, and the most
@@ -336,17 +336,5 @@ fn call_fault(dir: &Path, port: u16, fault: &Fault, outcome: &mut FaultOutcome) 
 
 /// POSTs the Pod review to `path` (any certificate: it is rotated during the run).
 fn call(dir: &Path, port: u16, path: &str) -> Result<Value> {
-    let output = Command::new("curl")
-        .args([
-            "-sk",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", dir.join("body.json").display()))
-        .arg(format!("https://localhost:{port}{path}"))
-        .stderr(Stdio::null())
-        .output()
-        .context("running curl")?;
-    Ok(serde_json::from_slice(&output.stdout).unwrap_or(Value::Null))
+    post_insecure(port, path, &format!("@{}", dir.join("body.json").display()))
 }

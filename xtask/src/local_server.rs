@@ -7,6 +7,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// POSTs `body` (JSON text, or `@file` as curl reads it) to `path` of a local policy-server
+/// over HTTPS, trusting any certificate (the benchmarks' are made on the spot or rotated); the
+/// JSON answer, `null` when there is none.
+pub fn post_insecure(port: u16, path: &str, body: &str) -> Result<serde_json::Value> {
+    let output = Command::new("curl")
+        .args([
+            "-sk",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("https://localhost:{port}{path}"))
+        .stderr(Stdio::null())
+        .output()
+        .context("running curl")?;
+    Ok(serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null))
+}
+
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -182,15 +182,19 @@ pub fn config_version(ps: &PolicyServer, config_map: &ConfigMap) -> String {
     match ps.spec.effective_policy_reload_mode() {
         PolicyReloadMode::Rollout => config_map.resource_version().unwrap_or_default(),
         PolicyReloadMode::InPlace => {
-            let sources = config_map
-                .data
-                .as_ref()
-                .and_then(|data| data.get(naming::SOURCES_CONFIG_KEY))
-                .map(String::as_str)
-                .unwrap_or_default();
+            let sources = config_map_entry(config_map, naming::SOURCES_CONFIG_KEY);
             format!("in-place-{}", short_digest(sources))
         }
     }
+}
+
+/// The text under `key` in a ConfigMap's data; empty when absent.
+pub fn config_map_entry<'a>(config_map: &'a ConfigMap, key: &str) -> &'a str {
+    config_map
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map_or("", String::as_str)
 }
 
 /// The PodDisruptionBudget, only when the spec asks for one.

@@ -190,13 +190,10 @@ async fn reconcile_children(
 /// otherwise wait for its periodic sync (a minute by default). Failing only delays the
 /// reload, so it is logged, not reported.
 async fn prompt_pods_to_reload(ps: &PolicyServer, ctx: &Context, config_map: &ConfigMap) {
-    let policies = config_map
-        .data
-        .as_ref()
-        .and_then(|data| data.get(naming::POLICIES_CONFIG_KEY))
-        .map(String::as_str)
-        .unwrap_or_default();
-    let digest = short_digest(policies);
+    let digest = short_digest(desired::config_map_entry(
+        config_map,
+        naming::POLICIES_CONFIG_KEY,
+    ));
     let pods = ctx.namespaced::<Pod>();
     let selector = format!("{}={}", labels::POLICY_SERVER, ps.name_any());
     let listed = match pods.list(&ListParams::default().labels(&selector)).await {
