@@ -4,17 +4,15 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use api_types::config::PoliciesConfig;
 use api_types::load_status::LoadFailureReason;
 use axum::body::Body;
 use axum::http::Request;
-use clap::Parser;
-use common::{fixtures, review, temp_dir};
+use common::{fixtures, load_in_process, review, temp_dir};
 use http_body_util::BodyExt;
-use policy_server::{Config, LoadSummary, Metrics, PolicyServer, ReloadError};
+use policy_server::{LoadSummary, PolicyServer, ReloadError};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -27,20 +25,7 @@ async fn server(name: &str, text: &str) -> (PolicyServer, PathBuf) {
     let dir = temp_dir(name);
     let policies = dir.join("policies.yml");
     write_policies(&policies, text);
-    let config = Config::try_parse_from([
-        OsStr::new("policy-server"),
-        OsStr::new("--policies"),
-        policies.as_os_str(),
-        OsStr::new("--policies-download-dir"),
-        dir.as_os_str(),
-        OsStr::new("--workers"),
-        OsStr::new("2"),
-        OsStr::new("--reload-policies"),
-    ])
-    .expect("flags");
-    let server = PolicyServer::load(&config, Metrics::new().expect("metrics"))
-        .await
-        .expect("loads");
+    let server = load_in_process(&dir, &policies, &["--reload-policies"]).await;
     (server, policies)
 }
 

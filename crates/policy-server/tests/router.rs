@@ -4,33 +4,18 @@
 
 mod common;
 
-use std::ffi::OsStr;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use clap::Parser;
-use common::{policies_yml, review, temp_dir};
+use common::{load_in_process, policies_yml, review, temp_dir};
 use http_body_util::BodyExt;
-use policy_server::{Config, Metrics, PolicyServer};
+use policy_server::PolicyServer;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 async fn server(name: &str) -> PolicyServer {
     let dir = temp_dir(name);
     let policies = policies_yml(&dir);
-    let config = Config::try_parse_from([
-        OsStr::new("policy-server"),
-        OsStr::new("--policies"),
-        policies.as_os_str(),
-        OsStr::new("--policies-download-dir"),
-        dir.as_os_str(),
-        OsStr::new("--workers"),
-        OsStr::new("2"),
-    ])
-    .expect("flags");
-    PolicyServer::load(&config, Metrics::new().expect("metrics"))
-        .await
-        .expect("loads")
+    load_in_process(&dir, &policies, &[]).await
 }
 
 /// POSTs `body` to `path`; the status and the JSON answer.

@@ -127,6 +127,30 @@ rego-gatekeeper-package:
     path
 }
 
+/// Loads the policies of `policies` in-process (no listener, no TLS), downloads in `dir`,
+/// two workers, plus the `extra` flags.
+pub async fn load_in_process(
+    dir: &Path,
+    policies: &Path,
+    extra: &[&str],
+) -> policy_server::PolicyServer {
+    use clap::Parser as _;
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "policy-server".into(),
+        "--policies".into(),
+        policies.into(),
+        "--policies-download-dir".into(),
+        dir.into(),
+        "--workers".into(),
+        "2".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    let config = policy_server::Config::try_parse_from(args).expect("flags");
+    policy_server::PolicyServer::load(&config, policy_server::Metrics::new().expect("metrics"))
+        .await
+        .expect("loads")
+}
+
 /// Starts the binary with TLS (and mTLS when `client_ca` is given) and waits until ready.
 pub fn start(dir: &Path, client_ca: Option<&Path>, extra: &[&str]) -> Server {
     start_with(dir, &policies_yml(dir), client_ca, extra)
