@@ -211,7 +211,8 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 /// A policy-server with its policies loaded: what every webhook request is answered from.
-#[derive(Debug)]
+/// Cheap to clone: clones serve (and reload) the same policies.
+#[derive(Debug, Clone)]
 pub struct PolicyServer {
     state: Arc<AppState>,
     loader: Arc<Loader>,
@@ -386,23 +387,34 @@ impl PolicyServer {
     /// policies they started with, later ones get the new set. A file that cannot be read
     /// changes nothing and is reported on `GET /status` until a later reload succeeds.
     pub async fn reload(&self) -> Result<LoadSummary, ReloadError> {
-        let result = self.load_policies_file().await;
+        let path = &self.policies_path;
+        match tokio::fs::read_to_string(path).await {
+            Ok(text) => self.apply_policies_text(text).await,
+            Err(source) => {
+                let error = ReloadError::Read {
+                    path: path.clone(),
+                    source,
+                };
+                self.state.set_reload_error(Some(error.to_string()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Loads `text`, the policies file's content, beside the served policies and serves it;
+    /// records on the status why it could not, until a later reload succeeds.
+    async fn apply_policies_text(&self, text: String) -> Result<LoadSummary, ReloadError> {
+        let result = self.switch_to(text).await;
         self.state
             .set_reload_error(result.as_ref().err().map(ToString::to_string));
         result
     }
 
-    async fn load_policies_file(&self) -> Result<LoadSummary, ReloadError> {
-        let path = &self.policies_path;
-        let text = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|source| ReloadError::Read {
-                path: path.clone(),
-                source,
-            })?;
-        *self.lock_policies_text() = text.clone();
-        let config = PoliciesConfig::parse(&text).map_err(|source| ReloadError::Parse {
-            path: path.clone(),
+    async fn switch_to(&self, text: String) -> Result<LoadSummary, ReloadError> {
+        let config = PoliciesConfig::parse(&text);
+        *self.lock_policies_text() = text;
+        let config = config.map_err(|source| ReloadError::Parse {
+            path: self.policies_path.clone(),
             source,
         })?;
         let current = self.state.policies.load_full();
@@ -415,14 +427,7 @@ impl PolicyServer {
     /// content changes (kubelet replaces a mounted ConfigMap's files by swapping a symbolic
     /// link, so a read sees the old or the new file whole). Runs until the runtime stops.
     pub fn watch_policies(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let server = PolicyServer {
-            state: self.state.clone(),
-            loader: self.loader.clone(),
-            policies_path: self.policies_path.clone(),
-            policies_text: self.policies_text.clone(),
-            max_body_bytes: self.max_body_bytes,
-            noop_endpoint: self.noop_endpoint,
-        };
+        let server = self.clone();
         tracing::info!(path = %self.policies_path.display(), "policies are reloaded in place when the file changes");
         tokio::spawn(async move {
             loop {
@@ -435,7 +440,8 @@ impl PolicyServer {
                     continue;
                 }
                 tracing::info!("the policies file changed: reloading");
-                if let Err(error) = server.reload().await {
+                // The text just read is loaded, not a second read of the file.
+                if let Err(error) = server.apply_policies_text(now).await {
                     tracing::error!(%error, "reload failed; the previous policies go on serving");
                 }
             }
