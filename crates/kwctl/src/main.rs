@@ -1,17 +1,20 @@
 //! `kwctl`: the Kubewarden policy CLI, running policies with this project's policy-evaluator,
 //! so what it answers is what the policy-server answers. Subcommands, flags and output as
 //! upstream's kwctl where they exist here: `run`, `bench`, `annotate`, `inspect`, `policies`,
-//! `pull`, `push`, `rm`, `save`, `load`, `scaffold manifest`, `scaffold verification-config`,
-//! `completions`.
+//! `pull`, `push`, `rm`, `verify`, `save`, `load`, `scaffold manifest`,
+//! `scaffold verification-config`, `completions`.
 
 mod airgap;
 mod annotate;
 mod bench;
+mod host;
 mod inspect;
 mod oci;
 mod run;
 mod scaffold;
+mod session;
 mod store;
+mod verify;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use policy_evaluator::metadata::ExecutionMode;
 
 use crate::store::Store;
+use crate::verify::VerificationArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -126,6 +130,17 @@ enum Command {
         output_path: Option<PathBuf>,
         #[command(flatten)]
         access: AccessArgs,
+        #[command(flatten)]
+        verification: VerificationArgs,
+    },
+    /// Verifies the Sigstore signatures of a policy in a registry.
+    Verify {
+        /// Policy URI (`registry://`).
+        uri: String,
+        #[command(flatten)]
+        access: AccessArgs,
+        #[command(flatten)]
+        verification: VerificationArgs,
     },
     /// Pushes a policy to an OCI registry.
     Push {
@@ -184,12 +199,50 @@ struct RunArgs {
     /// Turns off the compile cache.
     #[arg(long)]
     disable_wasmtime_cache: bool,
+    /// Grants access to the Kubernetes resources of the policy's `contextAwareResources`.
+    /// Review them first (kwctl inspect).
+    #[arg(long)]
+    allow_context_aware: bool,
+    /// Records every exchange between the policy and the host capabilities to this file,
+    /// for --replay-host-capabilities-interactions.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "replay_host_capabilities_interactions"
+    )]
+    record_host_capabilities_interactions: Option<PathBuf>,
+    /// Answers the policy's host capability calls from this recorded session: no cluster,
+    /// registry or network is reached.
+    #[arg(long, value_name = "FILE")]
+    replay_host_capabilities_interactions: Option<PathBuf>,
+    #[command(flatten)]
+    access: AccessArgs,
+    #[command(flatten)]
+    verification: VerificationArgs,
 }
 
 impl RunArgs {
-    /// The policy's URI and file, and how to run it.
+    /// The policy's URI and file (pulled first when it is not stored, or when its signatures
+    /// are verified), and how to run it.
     fn options(self, store: &Store) -> Result<(String, PathBuf, run::RunOptions)> {
-        let (uri, module) = store.resolve(&self.uri)?;
+        let config_dir = config_dir();
+        let access = self.access.access();
+        let (uri, module) =
+            fetch_for_run(store, &access, &config_dir, &self.uri, &self.verification)?;
+        let interactions = match (
+            self.record_host_capabilities_interactions,
+            self.replay_host_capabilities_interactions,
+        ) {
+            (Some(path), _) => host::Interactions::Record(path),
+            (None, Some(path)) => host::Interactions::Replay(path),
+            (None, None) => host::Interactions::Direct,
+        };
+        let host = run::HostOptions {
+            interactions,
+            allow_context_aware: self.allow_context_aware,
+            fetcher: access.fetcher(&config_dir, std::env::temp_dir())?,
+            trust_root: self.verification.trust_root(sigstore_cache()?)?,
+        };
         let options = run::RunOptions {
             request_path: self.request_path,
             settings: run::read_settings(
@@ -202,9 +255,68 @@ impl RunArgs {
                 .then(|| store::cache_dir().ok())
                 .flatten()
                 .map(|dir| dir.join("kubewarden").join("compile-cache")),
+            host,
         };
         Ok((uri, module, options))
     }
+}
+
+/// Where the Sigstore trust root fetched through TUF is kept.
+fn sigstore_cache() -> Result<PathBuf> {
+    Ok(store::cache_dir()?.join("kubewarden").join("sigstore"))
+}
+
+/// The policy to run: a local file as it is; a remote one from the store, pulled first when
+/// it is not there, and pulled again by its verified digest when verification is asked for.
+fn fetch_for_run(
+    store: &Store,
+    access: &oci::Access,
+    config_dir: &std::path::Path,
+    name: &str,
+    verification: &VerificationArgs,
+) -> Result<(String, PathBuf)> {
+    let remote = name.starts_with("registry://")
+        || name.starts_with("https://")
+        || name.starts_with("http://");
+    if !remote {
+        if verification.config(config_dir)?.is_some() && name.starts_with("file://") {
+            tracing::warn!("signatures are only verified for registry:// policies");
+        }
+        return store.resolve(name);
+    }
+    let uri = oci::policy_uri(name);
+    let verified = verified_digest(access, config_dir, &uri, verification)?;
+    if verified.is_some() || !store.path_of(&uri)?.is_file() {
+        tracing::info!(%uri, "pulling policy...");
+        oci::pull(store, access, config_dir, &uri, None, verified.as_deref())?;
+    }
+    store.resolve(&uri)
+}
+
+/// The digest whose signatures satisfy the verification flags, when they ask for any.
+fn verified_digest(
+    access: &oci::Access,
+    config_dir: &std::path::Path,
+    uri: &str,
+    verification: &VerificationArgs,
+) -> Result<Option<String>> {
+    let Some(config) = verification.config(config_dir)? else {
+        return Ok(None);
+    };
+    if !uri.starts_with("registry://") {
+        anyhow::bail!(
+            "Policy {uri} cannot be verified: only registry:// policies carry signatures"
+        );
+    }
+    let digest = verify::verify(
+        access,
+        config_dir,
+        uri,
+        &config,
+        verification.trust_root(sigstore_cache()?)?,
+    )?;
+    tracing::info!(%uri, %digest, "Policy successfully verified");
+    Ok(Some(digest))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -230,10 +342,10 @@ struct AccessArgs {
 }
 
 impl AccessArgs {
-    fn access(self) -> oci::Access {
+    fn access(&self) -> oci::Access {
         oci::Access {
-            sources_path: self.sources_path,
-            docker_config_dir: self.docker_config_json_path,
+            sources_path: self.sources_path.clone(),
+            docker_config_dir: self.docker_config_json_path.clone(),
         }
     }
 }
@@ -290,7 +402,7 @@ fn execute(command: Command) -> Result<String> {
             let (uri, module, options) = args.options(&store)?;
             // One reused instance, as each policy-server worker keeps.
             let prepared = run::Prepared::new(&uri, &module, &options, 1)?;
-            bench::bench(
+            let report = bench::bench(
                 &prepared.evaluator,
                 &prepared.request,
                 prepared.raw,
@@ -298,7 +410,9 @@ fn execute(command: Command) -> Result<String> {
                     warm_up: std::time::Duration::from_secs(warm_up_time),
                     measurement: std::time::Duration::from_secs(measurement_time),
                 },
-            )
+            );
+            prepared.host.finish()?;
+            report
         }
         Command::Save { output, policies } => {
             airgap::save(&store, &policies, &output)?;
@@ -335,15 +449,34 @@ fn execute(command: Command) -> Result<String> {
             uri,
             output_path,
             access,
+            verification,
         } => {
+            let access = access.access();
+            let uri = oci::policy_uri(&uri);
+            let verified = verified_digest(&access, &config_dir(), &uri, &verification)?;
             tracing::info!(%uri, "pulling policy...");
             oci::pull(
                 &store,
-                &access.access(),
+                &access,
                 &config_dir(),
                 &uri,
                 output_path.as_deref(),
+                verified.as_deref(),
             )?;
+            Ok(String::new())
+        }
+        Command::Verify {
+            uri,
+            access,
+            verification,
+        } => {
+            let uri = oci::policy_uri(&uri);
+            if verification.config(&config_dir())?.is_none() {
+                anyhow::bail!(
+                    "Intending to verify policy, but no verification keys, OIDC issuer or file path was passed"
+                );
+            }
+            verified_digest(&access.access(), &config_dir(), &uri, &verification)?;
             Ok(String::new())
         }
         Command::Push {
@@ -404,6 +537,8 @@ fn execute(command: Command) -> Result<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The process's TLS provider, as in every binary of the project (registries, Kubernetes).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let level = if cli.verbose { "debug" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -27,7 +27,7 @@ pub struct Access {
 }
 
 impl Access {
-    fn fetcher(&self, config_dir: &Path, download_dir: PathBuf) -> Result<Fetcher> {
+    pub fn fetcher(&self, config_dir: &Path, download_dir: PathBuf) -> Result<Fetcher> {
         let default_sources = config_dir.join("sources.yaml");
         let sources_path = self
             .sources_path
@@ -59,9 +59,7 @@ impl Access {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    // The process's TLS provider, as in every binary of the project.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -69,7 +67,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// A URI as the store keys it: a bare reference is a registry one.
-fn policy_uri(uri: &str) -> String {
+pub fn policy_uri(uri: &str) -> String {
     if uri.contains("://") {
         normalize(uri)
     } else {
@@ -77,13 +75,15 @@ fn policy_uri(uri: &str) -> String {
     }
 }
 
-/// Downloads `uri` into the store (or to `output`); the file written.
+/// Downloads `uri` into the store (or to `output`), at `verified_digest` when its signatures
+/// were verified; the file written.
 pub fn pull(
     store: &Store,
     access: &Access,
     config_dir: &Path,
     uri: &str,
     output: Option<&Path>,
+    verified_digest: Option<&str>,
 ) -> Result<PathBuf> {
     let uri = policy_uri(uri);
     let destination = match output {
@@ -92,7 +92,11 @@ pub fn pull(
     };
     let scratch = std::env::temp_dir().join(format!("kwctl-pull-{}", std::process::id()));
     let fetcher = access.fetcher(config_dir, scratch.clone())?;
-    let wasm = runtime()?.block_on(fetcher.fetch(&uri)).map_err(|e| {
+    let fetched = match verified_digest {
+        Some(digest) => runtime()?.block_on(fetcher.fetch_at_digest(&uri, digest)),
+        None => runtime()?.block_on(fetcher.fetch(&uri)),
+    };
+    let wasm = fetched.map_err(|e| {
         anyhow::anyhow!("the policy {uri} could not be downloaded due to error: {e}")
     })?;
     let _ = std::fs::remove_dir_all(&scratch);

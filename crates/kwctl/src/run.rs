@@ -3,15 +3,28 @@
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use policy_evaluator::metadata::{ExecutionMode, Metadata, PolicyType, ProtocolVersion};
 use policy_evaluator::response::{AdmissionResponse, AdmissionStatus};
 use policy_evaluator::{EngineOptions, EvaluatorSettings, PolicyEngine, PolicyEvaluator};
+use policy_server::capabilities::kubernetes::KindRef;
 use serde_json::Value;
 
+use crate::host::{Host, Interactions, LiveParts};
+
+/// Where a run's host capabilities come from.
+pub struct HostOptions {
+    pub interactions: Interactions,
+    /// Grants the Kubernetes kinds of the metadata's `contextAwareResources`.
+    pub allow_context_aware: bool,
+    /// Registry access and trust for the OCI capabilities.
+    pub fetcher: policy_server::fetch::Fetcher,
+    pub trust_root: policy_server::signatures::TrustRoot,
+}
+
 /// What a run needs besides the module.
-#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// The request file; `-` reads standard input.
     pub request_path: PathBuf,
@@ -22,6 +35,7 @@ pub struct RunOptions {
     pub raw: bool,
     /// Compile cache directory; `None` disables it.
     pub cache_dir: Option<PathBuf>,
+    pub host: HostOptions,
 }
 
 /// Settings from a YAML or JSON file, or from a JSON string.
@@ -124,12 +138,49 @@ pub fn print_response(response: &AdmissionResponse) -> Result<String> {
 }
 
 /// A policy ready to evaluate its request: its settings validated, the request read.
-#[derive(Debug)]
 pub struct Prepared {
     pub evaluator: PolicyEvaluator,
     /// The AdmissionRequest (or, raw, the document).
     pub request: Value,
     pub raw: bool,
+    /// Its host capabilities: [`Host::finish`] once the evaluations are over.
+    pub host: Host,
+}
+
+/// The host capabilities of a run of a policy with `metadata`.
+fn host(uri: &str, metadata: &Metadata, options: &HostOptions) -> Result<Host> {
+    let kinds = if options.allow_context_aware {
+        metadata
+            .context_aware_resources
+            .iter()
+            .map(|resource| KindRef {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+            })
+            .collect()
+    } else {
+        if !metadata.context_aware_resources.is_empty() {
+            tracing::warn!(
+                "the policy wants to read Kubernetes resources ({}), but --allow-context-aware was not given: it is run without access to them",
+                metadata
+                    .context_aware_resources
+                    .iter()
+                    .map(|r| format!("{}/{}", r.api_version, r.kind))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Default::default()
+    };
+    Host::new(
+        uri,
+        &options.interactions,
+        LiveParts {
+            fetcher: options.fetcher.clone(),
+            trust_root: options.trust_root.clone(),
+            kinds,
+        },
+    )
 }
 
 impl Prepared {
@@ -145,6 +196,7 @@ impl Prepared {
             std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
         let metadata = effective_metadata(&wasm, uri, options.execution_mode)?;
         let raw = options.raw || metadata.policy_type == PolicyType::Raw;
+        let host = host(uri, &metadata, &options.host)?;
         let engine = PolicyEngine::new(&EngineOptions {
             cache_dir: options.cache_dir.clone(),
             pooling: None,
@@ -155,7 +207,11 @@ impl Prepared {
         let mut settings = EvaluatorSettings::new(uri);
         settings.settings = options.settings.clone();
         settings.reused_instances = reused_instances;
-        let evaluator = PolicyEvaluator::new(std::sync::Arc::new(module), settings);
+        // kwctl restricts no capability, as upstream's; Kubernetes reads are limited by the
+        // grants of `host`.
+        settings.host_capabilities = vec!["*".to_string()];
+        settings.host = host.provider.clone();
+        let evaluator = PolicyEvaluator::new(Arc::new(module), settings);
         let answer = evaluator
             .validate_settings()
             .with_context(|| format!("Error running policy {uri}"))?;
@@ -176,6 +232,7 @@ impl Prepared {
             evaluator,
             request,
             raw,
+            host,
         })
     }
 
@@ -192,5 +249,8 @@ impl Prepared {
 
 /// Validates the settings, then evaluates the request: the policy's AdmissionResponse.
 pub fn run(uri: &str, module: &Path, options: &RunOptions) -> Result<AdmissionResponse> {
-    Prepared::new(uri, module, options, 0)?.evaluate(uri)
+    let prepared = Prepared::new(uri, module, options, 0)?;
+    let response = prepared.evaluate(uri);
+    prepared.host.finish()?;
+    response
 }

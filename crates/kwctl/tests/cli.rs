@@ -2,69 +2,10 @@
 //! execution mode of `run`, and bad input answered with one line and exit code 1 (2 for
 //! usage errors, as clap and upstream do).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use common::*;
 use serde_json::{Value, json};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy-evaluator/tests/fixtures")
-}
-
-fn fixture(name: &str) -> String {
-    fixtures()
-        .join(format!("{name}.wasm"))
-        .display()
-        .to_string()
-}
-
-/// A scratch directory, also the cache home (so the store and compile cache are the test's).
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kwctl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn kwctl(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kwctl"))
-        .args(args)
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kwctl runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn pod_review(labels: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "kwctl-test",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "namespace": "default",
-            "userInfo": {"username": "alice"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": labels}}
-        }
-    })
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path.display().to_string()
-}
 
 #[test]
 fn run_prints_the_policy_answer_in_every_execution_mode() {

@@ -5,7 +5,7 @@
 //! them over any transport, or in-process (the API's tests call it with `tower`'s `oneshot`).
 
 mod api;
-mod capabilities;
+pub mod capabilities;
 mod cli;
 mod evaluation;
 /// Fetching modules (`file://`, `http(s)://`, `registry://`) with sources.yml settings and
@@ -15,7 +15,7 @@ mod loader;
 mod metrics;
 mod pool;
 mod server;
-mod signatures;
+pub mod signatures;
 mod tls;
 
 pub use api::ServedPolicies;

@@ -1,7 +1,7 @@
 //! Sigstore signature verification by the real policy-server binary against a real OCI
 //! registry (Debian's `docker-registry`): modules checked against `--verification-path` before
 //! they run, keyless signatures against a local trust root (`--sigstore-trust-config`), and the
-//! `oci/v2/verify` capability. Signatures are stored in cosign's layout (`common::cosign`).
+//! `oci/v2/verify` capability. Signatures are stored in cosign's layout (`test_cluster::cosign`).
 //!
 //! Without `/usr/bin/docker-registry` these tests print why and return, unless
 //! `KUBEWARDEN_REQUIRE_TEST_SERVERS` is set (as `cargo xtask test` and CI do).
@@ -11,12 +11,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::cosign::{
-    Signature, SigningKeyPair, SigstoreInstance, attach, manifest_digest, payload,
-};
 use common::registry::push;
 use common::*;
 use serde_json::json;
+use test_cluster::cosign::{
+    Signature, SigningKeyPair, SigstoreInstance, attach, manifest_digest, payload,
+};
 use test_cluster::registry::{Registry, start_registry};
 
 const WORKFLOW: &str =

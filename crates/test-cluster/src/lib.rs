@@ -10,6 +10,7 @@
 //! cluster's network namespace.
 
 mod certs;
+pub mod cosign;
 pub mod helm;
 pub mod registry;
 mod wait;

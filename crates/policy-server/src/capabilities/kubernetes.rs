@@ -30,7 +30,7 @@ use super::query::{FieldSelector, apply_field_masks, labels_match, parse_label_s
 const CAN_I_TTL: Duration = Duration::from_secs(5);
 
 /// A kind as policies name it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
 pub struct KindRef {
     pub api_version: String,
     pub kind: String,

@@ -139,9 +139,7 @@ impl ServerCapabilities {
         {
             Ok(())
         } else {
-            Err(format!(
-                "Policy has not been granted access to Kubernetes {kind} resources. The violation has been reported."
-            ))
+            Err(not_granted(kind))
         }
     }
 
@@ -183,6 +181,13 @@ impl ServerCapabilities {
         };
         serde_json::to_vec(&answer).map_err(|e| e.to_string())
     }
+}
+
+/// What a policy reading a kind outside its `contextAwareResources` is told.
+pub fn not_granted(kind: &KindRef) -> String {
+    format!(
+        "Policy has not been granted access to Kubernetes {kind} resources. The violation has been reported."
+    )
 }
 
 fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {

@@ -123,7 +123,7 @@ impl SignatureVerifier {
     async fn trusted_layers(
         &self,
         image: &str,
-        trust_root: Option<&std::sync::Arc<sigstore::trust::sigstore::SigstoreTrustRoot>>,
+        trust_root: Option<&std::sync::Arc<trust::Root>>,
     ) -> Result<(String, Vec<SignatureLayer>), String> {
         let failed = |what: &str, e: &dyn std::error::Error| {
             format!("cannot verify {image}: {what}: {}", with_causes(e))

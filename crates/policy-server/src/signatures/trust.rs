@@ -2,7 +2,9 @@
 //! authorities and Rekor's keys.
 //!
 //! With `--sigstore-trust-config` it is read from that file (a `ClientTrustConfig` JSON, what
-//! a PolicyServer's `sigstoreTrustConfig` ConfigMap holds), at start-up. Without it, it is
+//! a PolicyServer's `sigstoreTrustConfig` ConfigMap holds), at start-up; kwctl can also name
+//! Fulcio certificates and a Rekor key directly (`--fulcio-cert-path`,
+//! `--rekor-public-key-path`). Without either, it is
 //! fetched from the Sigstore public-good TUF repository as upstream does, but only when a
 //! keyless signature must first be checked: a policy-server that only checks key signatures
 //! (or none) never reaches out to the internet.
@@ -11,8 +13,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
+use sha2::{Digest as _, Sha256};
+use sigstore::trust::ManualTrustRoot;
 use sigstore::trust::sigstore::SigstoreTrustRoot;
 use tokio::sync::Mutex;
+
+/// Trust material, whichever its source.
+pub type Root = dyn sigstore::trust::TrustRoot + Send + Sync;
 
 /// Longest a TUF fetch may take.
 const TUF_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,17 +29,27 @@ const TUF_TIMEOUT: Duration = Duration::from_secs(30);
 const TUF_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// When the public-good trust root was last fetched, and what came of it.
-type Fetched = Option<(Instant, Result<Arc<SigstoreTrustRoot>, String>)>;
+type Fetched = Option<(Instant, Result<Arc<Root>, String>)>;
 
-#[derive(Debug)]
 enum Source {
-    /// Read at start-up from `--sigstore-trust-config`.
-    File(Arc<SigstoreTrustRoot>),
+    /// Read at start-up from `--sigstore-trust-config`, or given as certificates and keys.
+    Given(Arc<Root>),
     /// Sigstore's public-good TUF repository, cached in `--sigstore-cache-dir`.
     Tuf {
         cache_dir: PathBuf,
         fetched: Mutex<Fetched>,
     },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Given(_) => f.write_str("Given"),
+            Source::Tuf { cache_dir, .. } => {
+                f.debug_struct("Tuf").field("cache_dir", cache_dir).finish()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +73,39 @@ impl TrustRoot {
                 path.display()
             )
         })?;
-        Ok(TrustRoot(Arc::new(Source::File(Arc::new(root)))))
+        Ok(TrustRoot(Arc::new(Source::Given(Arc::new(root)))))
+    }
+
+    /// Fulcio's certificate authorities and Rekor's public key, PEM: upstream kwctl's
+    /// `--fulcio-cert-path` and `--rekor-public-key-path`.
+    pub fn manual(
+        fulcio_certificates: &[Vec<u8>],
+        rekor_public_key: &[u8],
+    ) -> Result<Self, String> {
+        if fulcio_certificates.is_empty() {
+            return Err("both a Fulcio certificate and a Rekor public key are required".into());
+        }
+        let fulcio_certs = fulcio_certificates
+            .iter()
+            .map(|pem| {
+                CertificateDer::from_pem_slice(pem)
+                    .map(CertificateDer::into_owned)
+                    .map_err(|e| format!("a Fulcio certificate is not a PEM certificate: {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let rekor = SubjectPublicKeyInfoDer::from_pem_slice(rekor_public_key)
+            .map_err(|e| format!("the Rekor public key is not a PEM public key: {e}"))?;
+        // Rekor bundles name their log by the SHA-256 of its key.
+        let log_id: String = Sha256::digest(rekor.as_ref())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        let root = ManualTrustRoot {
+            fulcio_certs,
+            rekor_keys: [(log_id, rekor.as_ref().to_vec())].into(),
+            ctfe_keys: Default::default(),
+        };
+        Ok(TrustRoot(Arc::new(Source::Given(Arc::new(root)))))
     }
 
     /// Sigstore's public-good instance, fetched through TUF when first needed.
@@ -66,9 +117,9 @@ impl TrustRoot {
     }
 
     /// The trust root, fetching it first when it comes from TUF.
-    pub async fn get(&self) -> Result<Arc<SigstoreTrustRoot>, String> {
+    pub async fn get(&self) -> Result<Arc<Root>, String> {
         match self.0.as_ref() {
-            Source::File(root) => Ok(root.clone()),
+            Source::Given(root) => Ok(root.clone()),
             Source::Tuf { cache_dir, fetched } => {
                 let mut fetched = fetched.lock().await;
                 if let Some((at, result)) = fetched.as_ref()
@@ -90,7 +141,7 @@ impl TrustRoot {
     }
 }
 
-async fn fetch_public_good(cache_dir: &std::path::Path) -> Result<Arc<SigstoreTrustRoot>, String> {
+async fn fetch_public_good(cache_dir: &std::path::Path) -> Result<Arc<Root>, String> {
     let advice = "pass --sigstore-trust-config (a PolicyServer's spec.sigstoreTrustConfig) where the internet cannot be reached";
     if let Err(err) = tokio::fs::create_dir_all(cache_dir).await {
         return Err(format!(
@@ -99,7 +150,7 @@ async fn fetch_public_good(cache_dir: &std::path::Path) -> Result<Arc<SigstoreTr
         ));
     }
     match tokio::time::timeout(TUF_TIMEOUT, SigstoreTrustRoot::new(Some(cache_dir))).await {
-        Ok(Ok(root)) => Ok(Arc::new(root)),
+        Ok(Ok(root)) => Ok(Arc::new(root) as Arc<Root>),
         Ok(Err(err)) => Err(format!(
             "cannot fetch the Sigstore trust root from its TUF repository: {err}; {advice}"
         )),

@@ -2,7 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod cosign;
 pub mod registry;
 
 use std::io::Write;

@@ -43,6 +43,7 @@ fn client(registry: &str) -> Client {
 }
 
 /// A signing key, as `cosign generate-key-pair` makes (ECDSA P-256).
+#[derive(Debug)]
 pub struct SigningKeyPair(KeyPair);
 
 impl SigningKeyPair {
@@ -92,6 +93,7 @@ pub fn payload(reference: &str, digest: &str, annotations: &BTreeMap<String, Str
 }
 
 /// One signature layer: its payload and annotations.
+#[derive(Debug)]
 pub struct Signature {
     pub payload: Vec<u8>,
     pub annotations: BTreeMap<String, String>,
@@ -161,6 +163,7 @@ pub fn attach(reference: &str, signatures: Vec<Signature>) {
 }
 
 /// A Fulcio certificate authority and a Rekor log key, trusted by the config it writes.
+#[derive(Debug)]
 pub struct SigstoreInstance {
     fulcio: CertifiedIssuer<'static, KeyPair>,
     rekor: KeyPair,
@@ -183,6 +186,16 @@ impl SigstoreInstance {
             fulcio,
             rekor: KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key"),
         }
+    }
+
+    /// The Fulcio certificate authority, PEM (what kwctl's `--fulcio-cert-path` reads).
+    pub fn fulcio_pem(&self) -> String {
+        self.fulcio.pem()
+    }
+
+    /// Rekor's public key, PEM (what kwctl's `--rekor-public-key-path` reads).
+    pub fn rekor_public_pem(&self) -> String {
+        self.rekor.public_key_pem()
     }
 
     /// Rekor's log id: the SHA-256 of its public key.
