@@ -119,6 +119,29 @@ pub fn pretty(metadata: &Metadata) -> Result<String> {
     Ok(out)
 }
 
+/// The "Sigstore signatures" section: each signature layer's digest, media type, size and
+/// annotations (the signature, certificate, bundle), as upstream prints them.
+pub fn pretty_signatures(manifest: Option<&oci_client::manifest::OciImageManifest>) -> String {
+    let Some(manifest) = manifest else {
+        return "\nNo sigstore signatures found\n".to_string();
+    };
+    let mut out = String::from("\nSigstore signatures\n\n");
+    for layer in &manifest.layers {
+        let mut rows = vec![
+            ("Digest:".to_string(), layer.digest.clone()),
+            ("Media type:".to_string(), layer.media_type.clone()),
+            ("Size:".to_string(), layer.size.to_string()),
+        ];
+        if let Some(annotations) = &layer.annotations {
+            rows.push(("Annotations".to_string(), String::new()));
+            rows.extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out.push_str(&table(&rows));
+        out.push('\n');
+    }
+    out
+}
+
 /// `kwctl policies`: the store's policies in upstream's table.
 pub fn policies(store: &Store) -> Result<String> {
     let rows: Vec<[String; 5]> = store

@@ -118,6 +118,11 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_name = "FORMAT")]
         output: Option<OutputFormat>,
+        /// Also shows the Sigstore signatures of a registry:// policy (read from its registry).
+        #[arg(long)]
+        show_signatures: bool,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Lists the policies of the local store.
     Policies,
@@ -436,12 +441,35 @@ fn execute(command: Command) -> Result<String> {
                 .with_context(|| format!("writing {}", output_path.display()))?;
             Ok(String::new())
         }
-        Command::Inspect { uri, output } => {
+        Command::Inspect {
+            uri,
+            output,
+            show_signatures,
+            access,
+        } => {
             let (uri, module) = store.resolve(&uri)?;
             let metadata = inspect::metadata_of(&uri, &module)?;
+            let signatures = if show_signatures {
+                Some(oci::signatures(&access.access(), &config_dir(), &uri)?)
+            } else {
+                None
+            };
             match output {
-                Some(OutputFormat::Yaml) => Ok(serde_yaml_ng::to_string(&metadata)?),
-                None => inspect::pretty(&metadata),
+                Some(OutputFormat::Yaml) => {
+                    let mut text = serde_yaml_ng::to_string(&metadata)?;
+                    if let Some(Some(manifest)) = &signatures {
+                        text.push_str("---\n");
+                        text.push_str(&serde_yaml_ng::to_string(manifest)?);
+                    }
+                    Ok(text)
+                }
+                None => {
+                    let mut text = inspect::pretty(&metadata)?;
+                    if let Some(manifest) = &signatures {
+                        text.push_str(&inspect::pretty_signatures(manifest.as_ref()));
+                    }
+                    Ok(text)
+                }
             }
         }
         Command::Policies => inspect::policies(&store),

@@ -177,3 +177,54 @@ pub fn rm(store: &Store, name: &str) -> Result<String> {
     std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     Ok(uri)
 }
+
+/// The cosign signature manifest of the registry policy `uri` (the `sha256-<digest>.sig` tag
+/// next to it); `None` when the policy has no signatures.
+pub fn signatures(
+    access: &Access,
+    config_dir: &Path,
+    uri: &str,
+) -> Result<Option<oci_client::manifest::OciImageManifest>> {
+    let Some(reference_text) = uri.strip_prefix("registry://") else {
+        bail!("only registry:// policies carry signatures, not {uri}");
+    };
+    let reference: Reference = reference_text
+        .parse()
+        .with_context(|| format!("{uri} is not an OCI reference"))?;
+    let fetcher = access.fetcher(config_dir, std::env::temp_dir())?;
+    let (client, auth) = fetcher
+        .registry_client(&reference)
+        .map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(async {
+        let digest = client
+            .fetch_manifest_digest(&reference, &auth)
+            .await
+            .with_context(|| format!("reading the manifest of {uri}"))?;
+        let signatures: Reference = format!(
+            "{}/{}:{}.sig",
+            reference.registry(),
+            reference.repository(),
+            digest.replace(':', "-")
+        )
+        .parse()
+        .context("the signature reference")?;
+        match client.pull_image_manifest(&signatures, &auth).await {
+            Ok((manifest, _)) => Ok(Some(manifest)),
+            Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
+                Ok(None)
+            }
+            Err(oci_client::errors::OciDistributionError::RegistryError { envelope, .. })
+                if envelope
+                    .errors
+                    .iter()
+                    .any(|e| e.code == oci_client::errors::OciErrorCode::ManifestUnknown) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::Error::new(error).context(format!(
+                "Cannot determine if the policy has been signed: fetching its signatures from {}",
+                reference.registry()
+            ))),
+        }
+    })
+}

@@ -230,4 +230,51 @@ fn signatures_are_verified_before_policies_are_pulled_or_run() {
     );
     assert!(ok, "{log}");
     assert!(stdout(&kwctl(&dir, &["policies"])).contains(&uri));
+
+    // `inspect --show-signatures` lists the signature layers, or says there are none.
+    let output = kwctl(
+        &dir,
+        &[
+            "inspect",
+            &uri,
+            "--show-signatures",
+            "--sources-path",
+            &sources,
+        ],
+    );
+    let text = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(text.contains("\nSigstore signatures\n"), "{text}");
+    assert_eq!(
+        text.matches("application/vnd.dev.cosign.simplesigning.v1+json")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("dev.sigstore.cosign/certificate"), "{text}");
+    let unsigned = format!("registry://{host}/policies/unsigned:v1");
+    for args in [
+        vec![
+            "push",
+            fixture("accept-all").as_str(),
+            &unsigned,
+            "--sources-path",
+            &sources,
+        ],
+        vec!["pull", &unsigned, "--sources-path", &sources],
+    ] {
+        let output = kwctl(&dir, &args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    let text = stdout(&kwctl(
+        &dir,
+        &[
+            "inspect",
+            &unsigned,
+            "--show-signatures",
+            "--sources-path",
+            &sources,
+        ],
+    ));
+    assert!(text.ends_with("\nNo sigstore signatures found\n"), "{text}");
 }
