@@ -1,5 +1,6 @@
 //! Tools built from their Go modules into the cache, once per version (no release binaries
-//! are downloaded): helm for the charts, opa for the Rego test policies.
+//! are downloaded): helm for the charts, opa for the Rego test policies, and an OpenTelemetry
+//! Collector for the telemetry tests.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,22 +23,38 @@ pub(crate) fn go_step(prefix: &str, description: &str, command: &mut Command) ->
 pub struct GoTool {
     /// Name of the binary.
     pub name: &'static str,
-    /// Package path of its `main`.
+    /// Package path of its `main`: `go install`ed at `version`.
     pub package: &'static str,
     pub version: &'static str,
+    /// A module of this repository (its `go.mod` pins `version`) built instead of `package`.
+    pub local_module: Option<&'static str>,
 }
 
 pub const HELM: GoTool = GoTool {
     name: "helm",
     package: "helm.sh/helm/v3/cmd/helm",
     version: "v3.22.0",
+    local_module: None,
 };
 
 pub const OPA: GoTool = GoTool {
     name: "opa",
     package: "github.com/open-policy-agent/opa",
     version: "v1.22.2",
+    local_module: None,
 };
+
+/// A minimal OpenTelemetry Collector (OTLP receiver, file exporter) whose `main` is in this
+/// repository: no published module bundles those two.
+pub const OTELCOL: GoTool = GoTool {
+    name: "kwrs-otelcol",
+    package: "",
+    version: "v0.161.0",
+    local_module: Some("xtask/assets/otelcol"),
+};
+
+/// Environment variable through which tests find the collector.
+pub const OTELCOL_ENV: &str = "KUBEWARDEN_OTELCOL";
 
 impl GoTool {
     fn dir(&self) -> PathBuf {
@@ -59,26 +76,32 @@ impl GoTool {
         }
         let dir = self.dir();
         std::fs::create_dir_all(&dir)?;
+        let mut command = Command::new("go");
+        command.env("CGO_ENABLED", "0");
+        match self.local_module {
+            Some(module) => command
+                .current_dir(crate::paths::repo_root().join(module))
+                .args(["build", "-trimpath", "-o"])
+                .arg(dir.join(self.name))
+                .arg("."),
+            None => command.current_dir(&dir).env("GOBIN", &dir).args([
+                "install",
+                "-trimpath",
+                &format!("{}@{}", self.package, self.version),
+            ]),
+        };
         go_step(
             "==> ",
             &format!(
-                "building {} {} from its Go module (once, a few minutes)",
+                "building {} {} from its Go modules (once, a few minutes)",
                 self.name, self.version
             ),
-            Command::new("go")
-                .current_dir(&dir)
-                .env("GOBIN", &dir)
-                .env("CGO_ENABLED", "0")
-                .args([
-                    "install",
-                    "-trimpath",
-                    &format!("{}@{}", self.package, self.version),
-                ]),
+            &mut command,
         )?;
         match self.existing() {
             Some(binary) => Ok(binary),
             None => bail!(
-                "go install finished but {} is missing",
+                "the Go build finished but {} is missing",
                 dir.join(self.name).display()
             ),
         }

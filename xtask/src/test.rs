@@ -45,13 +45,22 @@ pub fn run(fast_only: bool) -> Result<()> {
     } else {
         Some(helm::ensure()?)
     };
+    let otelcol = if fast_only {
+        crate::go_tool::OTELCOL.existing()
+    } else {
+        Some(crate::go_tool::OTELCOL.ensure()?)
+    };
     let mut fast = crate::cargo::command();
     fast.args(["test", "--workspace", "--locked"]);
     if let Some(helm) = &helm {
         fast.env(helm::HELM_ENV, helm);
     }
+    if let Some(otelcol) = &otelcol {
+        fast.env(crate::go_tool::OTELCOL_ENV, otelcol);
+    }
     if !fast_only {
-        // The full run must not skip the tests that start local servers (OCI registry).
+        // The full run must not skip the tests that start local servers (OCI registry,
+        // OpenTelemetry Collector).
         fast.env("KUBEWARDEN_REQUIRE_TEST_SERVERS", "1");
     }
     run_step(

@@ -5,7 +5,7 @@ use clap::Parser;
 use clap::builder::FalseyValueParser;
 
 use kubewarden_controller::servers::parse_bind_address;
-use kubewarden_controller::{Options, OwnPorts};
+use kubewarden_controller::{Options, OwnPorts, TelemetryOptions};
 
 /// Kubernetes controller for Kubewarden: reconciles PolicyServers into Deployments, Services,
 /// Secrets, ConfigMaps and PodDisruptionBudgets, and policies into webhook configurations.
@@ -68,14 +68,27 @@ pub struct Cli {
     #[arg(long, env = "KUBEWARDEN_ENABLE_METRICS", value_parser = FalseyValueParser::new())]
     pub enable_metrics: bool,
 
-    /// OpenTelemetry trace export; not supported by this build (logged and ignored).
+    /// Export traces over OTLP: the controller's reconciliations, and the policy-servers'
+    /// admission requests (`KUBEWARDEN_LOG_FMT=otlp` in their pods). Where to is the standard
+    /// `OTEL_EXPORTER_OTLP_*` environment.
     #[arg(long, value_parser = FalseyValueParser::new())]
     pub enable_tracing: bool,
 
-    /// OpenTelemetry collector sidecar injection; not supported by this build and refused
-    /// together with --host-network, as upstream does.
+    /// Policy-server pods get an OpenTelemetry Collector sidecar from the OpenTelemetry
+    /// Operator (`sidecar.opentelemetry.io/inject`) and export to it on localhost:4317.
+    /// Refused together with --host-network, as upstream does.
     #[arg(long, value_parser = FalseyValueParser::new())]
     pub enable_otel_sidecar: bool,
+
+    /// Secret (key `ca.crt`) with the CA of the OpenTelemetry collector, mounted at
+    /// /otel-certificate in policy-server pods (custom telemetry mode).
+    #[arg(long)]
+    pub opentelemetry_certificate_secret: Option<String>,
+
+    /// Secret (keys `tls.crt`, `tls.key`) with the client certificate presented to the
+    /// OpenTelemetry collector, mounted at /otel-client-certificate in policy-server pods.
+    #[arg(long)]
+    pub opentelemetry_client_certificate_secret: Option<String>,
 
     /// ConfigMap (key client-ca.crt) with the CA of clients allowed to call policy-servers:
     /// turns on mutual TLS.
@@ -104,6 +117,18 @@ pub struct Cli {
     /// How long --cleanup waits before it fails, naming what is left.
     #[arg(long, default_value_t = 240, requires = "cleanup")]
     pub cleanup_timeout_seconds: u64,
+}
+
+/// The controller's `OTEL_EXPORTER_OTLP_*` and `OTEL_*` settings, sorted by name, that
+/// policy-servers get too (upstream copies them in custom telemetry mode).
+fn otlp_environment() -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| {
+            name.starts_with("OTEL_EXPORTER_OTLP_") || name == "OTEL_RESOURCE_ATTRIBUTES"
+        })
+        .collect();
+    vars.sort();
+    vars
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -143,6 +168,17 @@ impl Cli {
             Ok(parse_bind_address(address)?.map(|a| a.port()))
         };
         Ok(Options {
+            telemetry: TelemetryOptions {
+                tracing: self.enable_tracing,
+                sidecar: self.enable_otel_sidecar,
+                otlp_env: if self.enable_otel_sidecar {
+                    Vec::new()
+                } else {
+                    otlp_environment()
+                },
+                certificate_secret: self.opentelemetry_certificate_secret.clone(),
+                client_certificate_secret: self.opentelemetry_client_certificate_secret.clone(),
+            },
             deployments_namespace: self.deployments_namespace.clone(),
             always_accept_admission_reviews_on_deployments_namespace: self
                 .always_accept_admission_reviews_on_deployments_namespace,

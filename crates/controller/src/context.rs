@@ -9,6 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, KubeResultExt};
@@ -79,11 +80,13 @@ where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
+    let span = tracing::info_span!("apply", kind = %K::kind(&()), name = %name);
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(object),
     )
+    .instrument(span)
     .await
     .context(|| format!("applying {} {name}", K::kind(&())))
 }

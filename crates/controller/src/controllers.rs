@@ -24,6 +24,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 use crate::backoff::watch_backoff;
 use crate::ca::{self, Rotation, RotationSignal};
@@ -66,7 +67,23 @@ where
 {
     let started = Instant::now();
     let key = format!("{controller}/{}", ObjectRef::from_obj(object.as_ref()));
-    let result = reconcile(object.clone(), ctx.clone()).await;
+    // A trace per reconciliation; the objects it applies are its children.
+    let span = tracing::info_span!(
+        "reconcile",
+        controller,
+        object = %key,
+        outcome = tracing::field::Empty,
+    );
+    let result = reconcile(object.clone(), ctx.clone())
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "outcome",
+        match &result {
+            Ok(_) => "ok",
+            Err(_) => "error",
+        },
+    );
     ctx.metrics
         .observe(controller, result.is_ok(), started.elapsed().as_secs_f64());
     match &result {

@@ -31,7 +31,7 @@ use kube::runtime::events::{Recorder, Reporter};
 pub use context::Context;
 pub use error::Error;
 pub use metrics::Metrics;
-pub use options::{Options, OwnPorts};
+pub use options::{Options, OwnPorts, TelemetryOptions};
 
 /// Name the controller reports events under.
 pub const REPORTER: &str = "kubewarden-controller";

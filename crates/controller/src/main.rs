@@ -17,15 +17,19 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, LogFormat};
 
-fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+fn init_logging(cli: &Cli, telemetry: &telemetry::Telemetry) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("--log-level {:?}", cli.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(telemetry.layer());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match cli.log_fmt {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
     Ok(())
 }
@@ -64,13 +68,17 @@ async fn cleanup(timeout: Duration) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli)?;
+    // With --enable-tracing, reconciliations are exported as traces (OTEL_EXPORTER_OTLP_*).
+    let telemetry = telemetry::Telemetry::start(&telemetry::Options {
+        service_name: "kubewarden-controller",
+        traces: cli.enable_tracing && !cli.cleanup,
+        metrics: false,
+    })
+    .context("OpenTelemetry")?;
+    init_logging(&cli, &telemetry)?;
     let options = cli.options().map_err(|e| anyhow!(e))?;
     if cli.cleanup {
         return cleanup(Duration::from_secs(cli.cleanup_timeout_seconds)).await;
-    }
-    if cli.enable_tracing {
-        tracing::warn!("--enable-tracing: trace export is not supported by this build; ignored");
     }
     let health_address =
         parse_bind_address(&cli.health_probe_bind_address).map_err(|e| anyhow!(e))?;
@@ -137,5 +145,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(election) = &election {
         election.release().await;
     }
+    telemetry.shutdown();
     result
 }

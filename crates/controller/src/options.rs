@@ -26,6 +26,32 @@ pub struct Options {
     /// Ports the controller itself binds; in host network mode they are bound on the node and
     /// a policy-server on the same node must not use them.
     pub own_ports: OwnPorts,
+    /// How policy-servers export OpenTelemetry.
+    pub telemetry: TelemetryOptions,
+}
+
+/// OpenTelemetry export of the policy-servers (upstream's `telemetry.*` chart values, as
+/// controller flags and environment).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TelemetryOptions {
+    /// Export traces of admission requests (`KUBEWARDEN_LOG_FMT=otlp`).
+    pub tracing: bool,
+    /// Sidecar mode: the OpenTelemetry Operator injects a collector into each pod, which the
+    /// policy-server exports to on localhost.
+    pub sidecar: bool,
+    /// Custom mode: the controller's own `OTEL_EXPORTER_OTLP_*` variables, passed on.
+    pub otlp_env: Vec<(String, String)>,
+    /// Secret with the collector's CA (`ca.crt`).
+    pub certificate_secret: Option<String>,
+    /// Secret with the client certificate for the collector (`tls.crt`, `tls.key`).
+    pub client_certificate_secret: Option<String>,
+}
+
+impl TelemetryOptions {
+    /// Whether the policy-servers export anything over OTLP, given whether metrics are on.
+    pub fn exports(&self, metrics: bool) -> bool {
+        self.tracing || metrics
+    }
 }
 
 /// Ports bound by the controller process.
@@ -62,6 +88,7 @@ impl Options {
             enable_metrics: false,
             client_ca_configmap_name: None,
             own_ports: OwnPorts::default(),
+            telemetry: TelemetryOptions::default(),
         }
     }
 }

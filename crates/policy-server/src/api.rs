@@ -16,6 +16,8 @@ use axum::routing::post;
 use policy_evaluator::admission::{DecodedRequest, Document, decode_request};
 use policy_evaluator::response::AdmissionResponse;
 use serde_json::json;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::evaluation::{self, Failure, Origin};
 use crate::loader::ServedPolicy;
@@ -180,8 +182,21 @@ async fn answer(
             ..Default::default()
         }
     } else {
-        let (outcome, took) = evaluate_on_pool(state, &policy, request.clone(), origin).await;
+        let span = request_span(origin, id, &request);
+        let (outcome, took) = evaluate_on_pool(state, &policy, request.clone(), origin)
+            .instrument(span.clone())
+            .await;
         let response = evaluation::respond(id, &policy, uid, outcome, origin);
+        span.record("allowed", response.allowed);
+        span.record("mutated", response.patch.is_some());
+        if let Some(status) = &response.status {
+            if let Some(code) = status.code {
+                span.record("response_code", code);
+            }
+            if let Some(message) = &status.message {
+                span.record("response_message", message.as_str());
+            }
+        }
         state.metrics.record_evaluation(
             &EvaluationLabels {
                 policy_name: id,
@@ -235,6 +250,32 @@ struct RawReview<'a> {
 /// Runs the policy on the evaluation pool; with the outcome, how long the evaluation itself
 /// took on its thread (zero when none ran), which is what the latency metric reports: the time
 /// spent waiting for a worker shows in the pool's gauges instead.
+/// The trace span of one admission request, named as upstream's (`validation`, `audit`,
+/// `validation_raw`); the verdict is recorded into it once known.
+fn request_span(origin: Origin, policy_id: &str, request: &DecodedRequest) -> tracing::Span {
+    macro_rules! span {
+        ($name:literal) => {
+            tracing::info_span!(
+                $name,
+                policy_id,
+                request_uid = request.uid(),
+                kind = request.kind(),
+                operation = request.operation(),
+                namespace = request.namespace(),
+                allowed = Empty,
+                mutated = Empty,
+                response_code = Empty,
+                response_message = Empty,
+            )
+        };
+    }
+    match origin {
+        Origin::Validate => span!("validation"),
+        Origin::Audit => span!("audit"),
+        Origin::Raw => span!("validation_raw"),
+    }
+}
+
 async fn evaluate_on_pool(
     state: &AppState,
     policy: &ServedPolicy,
@@ -250,9 +291,12 @@ async fn evaluate_on_pool(
             );
         }
     };
+    // The evaluation, on its worker thread, is a child of the request's span.
+    let parent = tracing::Span::current();
     let ran = state
         .pool
         .run(move || {
+            let _span = tracing::info_span!(parent: &parent, "policy_evaluation").entered();
             let started = Instant::now();
             let outcome = evaluation::evaluate(&decider, &request, origin);
             (outcome, started.elapsed())

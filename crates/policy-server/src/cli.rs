@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 pub enum LogFormat {
     Text,
     Json,
-    /// Accepted for compatibility; logs are written as JSON (no OpenTelemetry export yet).
+    /// JSON logs, and a trace span per request exported over OTLP (`OTEL_EXPORTER_OTLP_*`).
     Otlp,
 }
 
@@ -52,6 +52,17 @@ pub struct Cli {
     /// Port of the Prometheus endpoint (with --enable-metrics).
     #[arg(long, env = "KUBEWARDEN_METRICS_PORT", default_value_t = 8080)]
     pub metrics_port: u16,
+
+    /// Serve the Prometheus endpoint with --enable-metrics (`false`: OTLP push only, as
+    /// upstream; the controller sets it when an OpenTelemetry sidecar serves that port).
+    #[arg(
+        long,
+        env = "KUBEWARDEN_PROMETHEUS_METRICS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub prometheus_metrics: bool,
 
     /// Evaluations run at once; defaults to the number of CPUs.
     #[arg(long, env = "KUBEWARDEN_WORKERS")]
@@ -106,7 +117,8 @@ pub struct Cli {
     #[arg(long, env = "KUBEWARDEN_SIGSTORE_TRUST_CONFIG_PATH")]
     pub sigstore_trust_config: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on --metrics-port.
+    /// Serve Prometheus metrics on --metrics-port, and push them over OTLP when an OTLP
+    /// endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`).
     #[arg(long, env = "KUBEWARDEN_ENABLE_METRICS", value_parser = FalseyValueParser::new())]
     pub enable_metrics: bool,
 

@@ -4,8 +4,21 @@
 use clap::Parser;
 use policy_server::{Config as Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-fn init_logging(cli: &Cli) {
+/// The OpenTelemetry export upstream's flags ask for: traces with `--log-fmt otlp`, metrics
+/// with `--enable-metrics` when an OTLP endpoint is configured (the Prometheus `/metrics`
+/// endpoint serves them either way).
+fn telemetry_options(cli: &Cli) -> telemetry::Options {
+    telemetry::Options {
+        service_name: "kubewarden-policy-server",
+        traces: cli.log_fmt == LogFormat::Otlp,
+        metrics: cli.enable_metrics && telemetry::endpoint_configured("metrics"),
+    }
+}
+
+fn init_logging(cli: &Cli, telemetry: &telemetry::Telemetry) {
     // sigstore warns about every signature source an image lacks (no `.sig` tag, a registry
     // without the referrers API) while checking it; verification failures carry their own
     // reason, so its messages are shown only when asked for by name.
@@ -15,12 +28,13 @@ fn init_logging(cli: &Cli) {
         format!("{},sigstore=error", cli.log_level)
     };
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(telemetry.layer());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cli.log_fmt {
-        LogFormat::Text => builder.with_ansi(!cli.log_no_color).init(),
-        LogFormat::Json | LogFormat::Otlp => builder.json().init(),
+        LogFormat::Text => registry.with(fmt.with_ansi(!cli.log_no_color)).init(),
+        LogFormat::Json | LogFormat::Otlp => registry.with(fmt.json()).init(),
     }
 }
 
@@ -56,14 +70,8 @@ fn main() -> std::process::ExitCode {
         eprintln!("policy-server: {err}");
         return std::process::ExitCode::FAILURE;
     }
-    init_logging(&cli);
     // reqwest and oci-client use rustls without choosing a provider; we use ring throughout.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if cli.log_fmt == LogFormat::Otlp {
-        tracing::warn!(
-            "--log-fmt otlp: OpenTelemetry export is not available in this build; logging JSON to stderr"
-        );
-    }
     let workers = cli.workers();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.clamp(1, 4))
@@ -76,7 +84,24 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(policy_server::run(cli)) {
+    // Exports run on the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match telemetry::Telemetry::start(&telemetry_options(&cli)) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("policy-server: OpenTelemetry: {err}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    };
+    init_logging(&cli, &telemetry);
+    let result = runtime.block_on(async {
+        let result = policy_server::run(cli).await;
+        telemetry.shutdown();
+        result
+    });
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "policy-server stopped");

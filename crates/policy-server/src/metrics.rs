@@ -23,6 +23,8 @@ pub const EVALUATION_LABELS: &[&str] = &[
 pub struct Metrics {
     registry: Registry,
     latency: HistogramVec,
+    /// The same two instruments, pushed over OTLP when telemetry exports metrics.
+    otlp: Option<OtlpInstruments>,
     pub http_requests: IntCounterVec,
     pub workers: IntGauge,
     pub busy: IntGauge,
@@ -85,6 +87,17 @@ impl Metrics {
         Ok(Metrics {
             registry,
             latency,
+            otlp: telemetry::exported_meter("kubewarden").map(|meter| OtlpInstruments {
+                evaluations: meter
+                    .u64_counter("kubewarden_policy_evaluations_total")
+                    .with_description("Policy evaluations")
+                    .build(),
+                latency: meter
+                    .f64_histogram("kubewarden_policy_evaluation_latency_milliseconds")
+                    .with_description("Time one policy evaluation took, in milliseconds")
+                    .with_unit("ms")
+                    .build(),
+            }),
             http_requests,
             workers,
             busy,
@@ -106,6 +119,9 @@ impl Metrics {
             error_code.as_str(),
         ];
         self.latency.with_label_values(&values).observe(millis);
+        if let Some(otlp) = &self.otlp {
+            otlp.record(labels, millis);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -114,6 +130,40 @@ impl Metrics {
         // Encoding into a Vec only fails for invalid metric families, which we never create.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+/// Upstream's OpenTelemetry instruments (meter `kubewarden`), with its attributes: the
+/// optional `resource_namespace` and `error_code` only when there is one.
+#[derive(Debug, Clone)]
+struct OtlpInstruments {
+    evaluations: opentelemetry::metrics::Counter<u64>,
+    latency: opentelemetry::metrics::Histogram<f64>,
+}
+
+impl OtlpInstruments {
+    fn record(&self, labels: &EvaluationLabels<'_>, millis: f64) {
+        use opentelemetry::KeyValue;
+        let mut attributes = vec![
+            KeyValue::new("policy_name", labels.policy_name.to_string()),
+            KeyValue::new("policy_mode", labels.policy_mode.to_string()),
+            KeyValue::new("resource_kind", labels.resource_kind.to_string()),
+            KeyValue::new("resource_request_operation", labels.operation.to_string()),
+            KeyValue::new("accepted", labels.accepted),
+            KeyValue::new("mutated", labels.mutated),
+            KeyValue::new("request_origin", labels.origin.to_string()),
+        ];
+        if !labels.namespace.is_empty() {
+            attributes.push(KeyValue::new(
+                "resource_namespace",
+                labels.namespace.to_string(),
+            ));
+        }
+        if let Some(code) = labels.error_code {
+            attributes.push(KeyValue::new("error_code", i64::from(code)));
+        }
+        self.evaluations.add(1, &attributes);
+        self.latency.record(millis, &attributes);
     }
 }
 

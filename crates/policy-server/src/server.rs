@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         readiness_handle,
         "readiness",
     ));
-    if cli.enable_metrics {
+    if cli.enable_metrics && cli.prometheus_metrics {
         let metrics_for_app = metrics.clone();
         let app = Router::new().route(
             "/metrics",

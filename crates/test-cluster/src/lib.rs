@@ -12,6 +12,7 @@
 mod certs;
 pub mod cosign;
 pub mod helm;
+pub mod otel_collector;
 pub mod registry;
 mod wait;
 

@@ -227,6 +227,52 @@ fn controller_host_network() {
 }
 
 #[test]
+fn controller_telemetry_sidecar() {
+    let Some(helm) = helm::helm("controller_telemetry_sidecar") else {
+        return;
+    };
+    let objects = render(
+        &helm,
+        "controller-telemetry-sidecar",
+        "kubewarden-controller",
+        "kubewarden-controller",
+        &[
+            "--set",
+            "telemetry.mode=sidecar",
+            "--set",
+            "telemetry.metrics=true",
+            "--set",
+            "telemetry.tracing=true",
+        ],
+    );
+    let collector = find(&objects, "OpenTelemetryCollector", "kubewarden").expect("collector");
+    assert_eq!(collector["spec"]["mode"], "sidecar");
+    let config = &collector["spec"]["config"];
+    assert_eq!(config["exporters"]["prometheus"]["endpoint"], ":8080");
+    assert_eq!(
+        config["service"]["pipelines"]["traces"]["exporters"],
+        json!(["otlp/jaeger"])
+    );
+    let deployment = find(&objects, "Deployment", "kubewarden-controller").expect("controller");
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["sidecar.opentelemetry.io/inject"],
+        "true"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    for flag in [
+        "--enable-otel-sidecar",
+        "--enable-tracing",
+        "--enable-metrics",
+    ] {
+        assert!(args(pod).contains(&flag.to_string()), "{flag}");
+    }
+    assert_eq!(
+        pod["containers"][0]["env"],
+        json!([{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://localhost:4317"}])
+    );
+}
+
+#[test]
 fn controller_mtls() {
     let Some(helm) = helm::helm("controller_mtls") else {
         return;
@@ -606,13 +652,26 @@ fn upstream_values_files_render_and_lint() {
         json!({"owner": "platform-team", "prometheus.io/scrape": "true"})
     );
     let container = &pod["containers"][0];
+    // Custom telemetry: the collector's endpoint and certificates, then the user's variables.
     assert_eq!(
         container["env"],
         json!([
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "https://otel-collector.observability.svc:4317"},
+            {"name": "OTEL_EXPORTER_OTLP_INSECURE", "value": "false"},
+            {"name": "OTEL_EXPORTER_OTLP_CERTIFICATE", "value": "/otel-certificate/ca.crt"},
+            {"name": "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "value": "/otel-client-certificate/tls.crt"},
+            {"name": "OTEL_EXPORTER_OTLP_CLIENT_KEY", "value": "/otel-client-certificate/tls.key"},
             {"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
         ])
     );
+    for flag in [
+        "--enable-tracing",
+        "--opentelemetry-certificate-secret=otel-ca",
+        "--opentelemetry-client-certificate-secret=otel-client",
+    ] {
+        assert!(args(pod).contains(&flag.to_string()), "{flag}");
+    }
     assert_eq!(container["resources"]["limits"]["memory"], "300Mi");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(

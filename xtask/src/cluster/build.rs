@@ -321,7 +321,9 @@ impl BackgroundBuild {
     /// Starts building what is missing of the control plane, helm too with `helm`, the real
     /// node's binaries with `node`; does nothing when all of it is built already.
     pub fn start(helm: bool, node: bool) -> Result<Self> {
-        let helm_missing = helm && crate::go_tool::HELM.existing().is_none();
+        let helm_missing = helm
+            && (crate::go_tool::HELM.existing().is_none()
+                || crate::go_tool::OTELCOL.existing().is_none());
         let node_missing = node && !node_is_complete();
         if is_complete() && !helm_missing && !node_missing {
             return Ok(BackgroundBuild(None));

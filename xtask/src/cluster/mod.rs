@@ -29,7 +29,8 @@ pub const NETNS: &str = "kwrs";
 pub enum ClusterCommand {
     /// Build the control-plane binaries into the cache (minutes the first time, then reused).
     Build {
-        /// Also build helm from its Go module (the chart tests need it).
+        /// Also build the test tools from their Go modules: helm (the chart tests) and the
+        /// OpenTelemetry Collector (the telemetry tests).
         #[arg(long)]
         helm: bool,
         /// Also build the real node's binaries (kubelet, kube-proxy, CoreDNS, pause).
@@ -76,6 +77,7 @@ pub fn run(command: ClusterCommand) -> Result<()> {
             }
             if helm {
                 crate::helm::ensure()?;
+                crate::go_tool::OTELCOL.ensure()?;
             }
             Ok(())
         }

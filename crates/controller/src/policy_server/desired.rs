@@ -45,6 +45,11 @@ pub mod paths {
     pub const CA: &str = "/ca";
     pub const CLIENT_CA: &str = "/client-ca";
     pub const CLIENT_CA_FILES: &str = "/ca/ca.crt,/client-ca/client-ca.crt";
+    /// The OpenTelemetry collector's CA and client certificate: the controller's paths too
+    /// (the chart mounts the same Secrets there), so its `OTEL_EXPORTER_OTLP_*CERTIFICATE`
+    /// variables hold in the policy-server pods.
+    pub const OTEL_CERTIFICATE: &str = "/otel-certificate";
+    pub const OTEL_CLIENT_CERTIFICATE: &str = "/otel-client-certificate";
 }
 
 /// Key of the client CA in the ConfigMap named by `--client-ca-configmap-name`.
@@ -291,6 +296,8 @@ fn container_env(ps: &PolicyServer, options: &Options) -> Vec<EnvVar> {
         env("KUBEWARDEN_POLICIES", paths::POLICIES_FILE),
         env("KUBEWARDEN_SIGSTORE_CACHE_DIR", paths::SIGSTORE_CACHE),
     ];
+    // Before the PolicyServer's own variables, which may redirect its telemetry.
+    vars.extend(otlp_env(options));
     vars.extend(spec.env.iter().flatten().cloned());
     if options.always_accept_admission_reviews_on_deployments_namespace {
         vars.push(env(
@@ -326,6 +333,9 @@ fn container_env(ps: &PolicyServer, options: &Options) -> Vec<EnvVar> {
             options.policy_server_metrics_port.to_string(),
         ));
     }
+    if options.telemetry.tracing {
+        vars.push(env("KUBEWARDEN_LOG_FMT", "otlp"));
+    }
     if options.client_ca_configmap_name.is_some() {
         vars.push(env("KUBEWARDEN_CLIENT_CA_FILE", paths::CLIENT_CA_FILES));
     }
@@ -333,6 +343,42 @@ fn container_env(ps: &PolicyServer, options: &Options) -> Vec<EnvVar> {
         vars.push(env("KUBEWARDEN_RELOAD_POLICIES", "true"));
     }
     last_wins(vars)
+}
+
+/// Where the policy-server exports OpenTelemetry: the injected sidecar collector, or the
+/// controller's own OTLP settings.
+fn otlp_env(options: &Options) -> Vec<EnvVar> {
+    let telemetry = &options.telemetry;
+    if !telemetry.exports(options.enable_metrics) {
+        return Vec::new();
+    }
+    if telemetry.sidecar {
+        // The sidecar serves Prometheus on the metrics port (upstream's layout), so the
+        // policy-server only pushes to it.
+        return vec![
+            env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317"),
+            env("KUBEWARDEN_PROMETHEUS_METRICS", "false"),
+        ];
+    }
+    telemetry
+        .otlp_env
+        .iter()
+        .map(|(name, value)| env(name, value.clone()))
+        .collect()
+}
+
+/// The OpenTelemetry Operator's annotation that injects the collector sidecar.
+pub const OTEL_SIDECAR_ANNOTATION: &str = "sidecar.opentelemetry.io/inject";
+
+/// The PolicyServer's pod annotations, and the sidecar injection in sidecar mode.
+fn pod_annotations(ps: &PolicyServer, options: &Options) -> Option<BTreeMap<String, String>> {
+    let mut annotations = ps.spec.annotations.clone();
+    if options.telemetry.sidecar && options.telemetry.exports(options.enable_metrics) {
+        annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(OTEL_SIDECAR_ANNOTATION.to_string(), "true".to_string());
+    }
+    annotations
 }
 
 fn last_wins(vars: Vec<EnvVar>) -> Vec<EnvVar> {
@@ -460,6 +506,26 @@ fn volumes(ps: &PolicyServer, options: &Options) -> (Vec<Volume>, Vec<VolumeMoun
         ));
         mounts.push(mount("ca", paths::CA));
         mounts.push(mount("client-ca", paths::CLIENT_CA));
+    }
+    let telemetry = &options.telemetry;
+    if telemetry.exports(options.enable_metrics) && !telemetry.sidecar {
+        for (name, secret, path) in [
+            (
+                "otel-certificate",
+                &telemetry.certificate_secret,
+                paths::OTEL_CERTIFICATE,
+            ),
+            (
+                "otel-client-certificate",
+                &telemetry.client_certificate_secret,
+                paths::OTEL_CLIENT_CERTIFICATE,
+            ),
+        ] {
+            if let Some(secret) = secret {
+                volumes.push(secret_volume(name, secret, None));
+                mounts.push(mount(name, path));
+            }
+        }
     }
     (volumes, mounts)
 }
@@ -635,7 +701,7 @@ pub fn desired_deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(merged(spec.labels.as_ref(), pod_labels)),
-                    annotations: spec.annotations.clone(),
+                    annotations: pod_annotations(ps, options),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

@@ -571,3 +571,118 @@ fn pods_refused_by_the_apiserver_are_reported_with_its_message() {
     assert!(pods_created_condition(&healthy).is_true());
     assert!(pods_created_condition(&Deployment::default()).is_true());
 }
+
+/// The environment of the policy-server container, as name → value.
+fn container_env_of(deployment: &Deployment) -> BTreeMap<String, String> {
+    let json = to_json(deployment);
+    json["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|var| {
+            (
+                var["name"].as_str().unwrap_or_default().to_string(),
+                var["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn telemetry_custom_mode_passes_the_collector_settings_and_certificates_on() {
+    let mut ps = default_ps();
+    ps.spec.env = Some(vec![
+        serde_json::from_value(json!({"name": "OTEL_EXPORTER_OTLP_INSECURE", "value": "false"}))
+            .expect("env var"),
+    ]);
+    let mut opts = options(false);
+    opts.enable_metrics = true;
+    opts.telemetry = crate::options::TelemetryOptions {
+        tracing: true,
+        sidecar: false,
+        otlp_env: vec![
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+                "/otel-certificate/ca.crt".into(),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                "https://collector.observability:4317".into(),
+            ),
+            ("OTEL_EXPORTER_OTLP_INSECURE".into(), "true".into()),
+        ],
+        certificate_secret: Some("otel-ca".into()),
+        client_certificate_secret: Some("otel-client".into()),
+    };
+    let deployment = desired_deployment(&ps, &opts, "1");
+    let env = container_env_of(&deployment);
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "https://collector.observability:4317"
+    );
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_CERTIFICATE"],
+        "/otel-certificate/ca.crt"
+    );
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_INSECURE"], "false",
+        "the PolicyServer's own env wins"
+    );
+    assert_eq!(env["KUBEWARDEN_LOG_FMT"], "otlp");
+    assert_eq!(env["KUBEWARDEN_ENABLE_METRICS"], "true");
+    let json = to_json(&deployment);
+    let pod = &json["spec"]["template"]["spec"];
+    let mounts = &pod["containers"][0]["volumeMounts"];
+    for (volume, secret, path) in [
+        ("otel-certificate", "otel-ca", "/otel-certificate"),
+        (
+            "otel-client-certificate",
+            "otel-client",
+            "/otel-client-certificate",
+        ),
+    ] {
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .contains(&json!({"name": volume, "secret": {"secretName": secret}})),
+            "{pod}"
+        );
+        assert!(
+            mounts
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .any(|m| m["name"] == volume && m["mountPath"] == path && m["readOnly"] == true),
+            "{mounts}"
+        );
+    }
+    assert!(json["spec"]["template"]["metadata"]["annotations"].is_null());
+}
+
+#[test]
+fn telemetry_sidecar_mode_injects_the_collector_and_exports_to_it() {
+    let mut opts = options(false);
+    opts.telemetry.tracing = true;
+    opts.telemetry.sidecar = true;
+    let deployment = desired_deployment(&default_ps(), &opts, "1");
+    let env = container_env_of(&deployment);
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://localhost:4317");
+    assert_eq!(
+        env["KUBEWARDEN_PROMETHEUS_METRICS"], "false",
+        "the sidecar serves that port"
+    );
+    assert_eq!(env["KUBEWARDEN_LOG_FMT"], "otlp");
+    assert!(!env.contains_key("KUBEWARDEN_ENABLE_METRICS"));
+    let json = to_json(&deployment);
+    assert_eq!(
+        json["spec"]["template"]["metadata"]["annotations"][OTEL_SIDECAR_ANNOTATION],
+        "true"
+    );
+
+    // Telemetry off: none of it.
+    let deployment = desired_deployment(&default_ps(), &options(false), "1");
+    let env = container_env_of(&deployment);
+    assert!(env.keys().all(|name| !name.starts_with("OTEL_")), "{env:?}");
+    assert!(!env.contains_key("KUBEWARDEN_LOG_FMT"));
+}
