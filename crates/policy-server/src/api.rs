@@ -17,12 +17,12 @@ use policy_evaluator::admission::{DecodedRequest, Document, decode_request};
 use policy_evaluator::response::AdmissionResponse;
 use serde_json::json;
 use tracing::Instrument as _;
-use tracing::field::Empty;
 
 use crate::evaluation::{self, Failure, Origin};
 use crate::loader::ServedPolicy;
 use crate::metrics::{EvaluationLabels, Metrics};
 use crate::pool::EvaluationPool;
+use crate::spans;
 
 /// The policies a server serves, by id.
 pub type ServedPolicies = HashMap<String, Arc<ServedPolicy>>;
@@ -182,21 +182,12 @@ async fn answer(
             ..Default::default()
         }
     } else {
-        let span = request_span(origin, id, &request);
+        let span = spans::request_span(origin.label(), id, &request);
         let (outcome, took) = evaluate_on_pool(state, &policy, request.clone(), origin)
             .instrument(span.clone())
             .await;
         let response = evaluation::respond(id, &policy, uid, outcome, origin);
-        span.record("allowed", response.allowed);
-        span.record("mutated", response.patch.is_some());
-        if let Some(status) = &response.status {
-            if let Some(code) = status.code {
-                span.record("response_code", code);
-            }
-            if let Some(message) = &status.message {
-                span.record("response_message", message.as_str());
-            }
-        }
+        spans::record_verdict(&span, &response);
         state.metrics.record_evaluation(
             &EvaluationLabels {
                 policy_name: id,
@@ -250,32 +241,6 @@ struct RawReview<'a> {
 /// Runs the policy on the evaluation pool; with the outcome, how long the evaluation itself
 /// took on its thread (zero when none ran), which is what the latency metric reports: the time
 /// spent waiting for a worker shows in the pool's gauges instead.
-/// The trace span of one admission request, named as upstream's (`validation`, `audit`,
-/// `validation_raw`); the verdict is recorded into it once known.
-fn request_span(origin: Origin, policy_id: &str, request: &DecodedRequest) -> tracing::Span {
-    macro_rules! span {
-        ($name:literal) => {
-            tracing::info_span!(
-                $name,
-                policy_id,
-                request_uid = request.uid(),
-                kind = request.kind(),
-                operation = request.operation(),
-                namespace = request.namespace(),
-                allowed = Empty,
-                mutated = Empty,
-                response_code = Empty,
-                response_message = Empty,
-            )
-        };
-    }
-    match origin {
-        Origin::Validate => span!("validation"),
-        Origin::Audit => span!("audit"),
-        Origin::Raw => span!("validation_raw"),
-    }
-}
-
 async fn evaluate_on_pool(
     state: &AppState,
     policy: &ServedPolicy,
@@ -296,7 +261,7 @@ async fn evaluate_on_pool(
     let ran = state
         .pool
         .run(move || {
-            let _span = tracing::info_span!(parent: &parent, "policy_evaluation").entered();
+            let _span = spans::evaluation_span(&parent).entered();
             let started = Instant::now();
             let outcome = evaluation::evaluate(&decider, &request, origin);
             (outcome, started.elapsed())

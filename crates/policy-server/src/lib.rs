@@ -16,6 +16,7 @@ mod metrics;
 mod pool;
 mod server;
 pub mod signatures;
+pub mod spans;
 mod tls;
 
 pub use api::ServedPolicies;

@@ -4,6 +4,7 @@
 use clap::Parser;
 use policy_server::{Config as Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -32,9 +33,17 @@ fn init_logging(cli: &Cli, telemetry: &telemetry::Telemetry) {
         .with(filter)
         .with(telemetry.layer());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let not_request_spans = policy_server::spans::not_request_spans();
     match cli.log_fmt {
-        LogFormat::Text => registry.with(fmt.with_ansi(!cli.log_no_color)).init(),
-        LogFormat::Json | LogFormat::Otlp => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry
+            .with(
+                fmt.with_ansi(!cli.log_no_color)
+                    .with_filter(not_request_spans),
+            )
+            .init(),
+        LogFormat::Json | LogFormat::Otlp => registry
+            .with(fmt.json().with_filter(not_request_spans))
+            .init(),
     }
 }
 
