@@ -110,6 +110,14 @@ pub fn run(fast_only: bool) -> Result<()> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             ))
+            .arg(format!(
+                "{}={}",
+                crate::go_tool::OTELCOL_ENV,
+                otelcol
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
             .arg(crate::cargo::program())
             .args(["test", "--workspace", "--locked", "--test", "cluster_*"]),
     );

@@ -741,8 +741,18 @@ async fn http_get(address: &str, path: &str) -> anyhow::Result<(u16, String)> {
 
 /// Starts the real binary with leader election, against the test namespace.
 fn spawn_binary(cluster: &TestCluster, port: u16) -> tokio::process::Child {
+    spawn_binary_exporting(cluster, port, None)
+}
+
+/// [`spawn_binary`], exporting traces to the OTLP gRPC endpoint when given.
+fn spawn_binary_exporting(
+    cluster: &TestCluster,
+    port: u16,
+    otlp_endpoint: Option<&str>,
+) -> tokio::process::Child {
     let kubeconfig = std::env::var(test_cluster::KUBECONFIG_ENV).expect("kubeconfig");
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"));
+    command
         .args([
             "--leader-elect",
             &format!("--deployments-namespace={}", cluster.namespace),
@@ -750,9 +760,14 @@ fn spawn_binary(cluster: &TestCluster, port: u16) -> tokio::process::Child {
             &format!("--metrics-bind-address=127.0.0.1:{}", port + 1),
         ])
         .env("KUBECONFIG", kubeconfig)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("controller starts")
+        .kill_on_drop(true);
+    if let Some(endpoint) = otlp_endpoint {
+        command
+            .arg("--enable-tracing")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    }
+    command.spawn().expect("controller starts")
 }
 
 /// The binary killed (SIGKILL, lease not released) while it is creating a PolicyServer's
@@ -911,13 +926,82 @@ where
         .count()
 }
 
-/// The real binary: leader election through the Lease, health and metrics endpoints, and the
-/// lease handed back on SIGTERM.
+/// A PolicyServer's reconciliation reaches the collector as a `reconcile` span with an
+/// `apply` child per object it applies.
+async fn reconciliation_is_traced(
+    cluster: &TestCluster,
+    collector: &test_cluster::otel_collector::Collector,
+) {
+    use test_cluster::otel_collector::{attribute, spans};
+    let name = unique_name("traced");
+    let servers = cluster.cluster_wide::<PolicyServer>();
+    servers
+        .create(&PostParams::default(), &policy_server(&name, json!({})))
+        .await
+        .expect("PolicyServer created");
+    // The reconciliation that applied the children (the first one only adds the finalizer).
+    let traced = |documents: &[Value]| {
+        let spans = spans(documents);
+        spans
+            .iter()
+            .filter(|span| {
+                span["name"] == "reconcile"
+                    && attribute(span, "object")
+                        .and_then(|o| o.as_str().map(|o| o.contains(&name)))
+                        .unwrap_or(false)
+                    && attribute(span, "outcome") == Some(json!("ok"))
+            })
+            .find_map(|reconcile| {
+                let applied: Vec<String> = spans
+                    .iter()
+                    .filter(|span| {
+                        span["name"] == "apply"
+                            && span["parentSpanId"] == reconcile["spanId"]
+                            && span["traceId"] == reconcile["traceId"]
+                    })
+                    .filter_map(|span| attribute(span, "kind")?.as_str().map(str::to_string))
+                    .collect();
+                applied
+                    .contains(&"Deployment".to_string())
+                    .then(|| (reconcile.clone(), applied))
+            })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (reconcile, applied) = loop {
+        if let Some(found) = traced(&collector.exported()) {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile trace of {name} within {WAIT:?}; collector log:\n{}",
+            collector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        attribute(&reconcile["resource"], "service.name"),
+        Some(json!("kubewarden-controller"))
+    );
+    for kind in ["Secret", "ConfigMap", "Deployment", "Service"] {
+        assert!(applied.iter().any(|k| k == kind), "{kind} in {applied:?}");
+    }
+    delete_policy_server(cluster, &name).await;
+}
+
+/// The real binary: leader election through the Lease, health and metrics endpoints, the
+/// trace of a reconciliation exported to a real OpenTelemetry Collector (with
+/// `--enable-tracing`), and the lease handed back on SIGTERM.
 async fn controller_binary(cluster: &TestCluster) {
     let port = 42000 + (std::process::id() % 1000) as u16 * 2;
     let health = format!("127.0.0.1:{port}");
     let metrics = format!("127.0.0.1:{}", port + 1);
-    let mut child = spawn_binary(cluster, port);
+    let dir = std::env::temp_dir().join(format!("controller-otel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let collector = test_cluster::otel_collector::start_collector(&dir, None);
+    let endpoint = collector
+        .as_ref()
+        .map(|c| format!("http://127.0.0.1:{}", c.grpc_port));
+    let mut child = spawn_binary_exporting(cluster, port, endpoint.as_deref());
     let leases = cluster.namespaced::<k8s_openapi::api::coordination::v1::Lease>();
     let lease_holder = || async {
         let lease = leases
@@ -939,6 +1023,9 @@ async fn controller_binary(cluster: &TestCluster) {
     let (status, body) = http_get(&metrics, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     assert!(body.contains("kubewarden_controller_leader 1"), "{body}");
+    if let Some(collector) = &collector {
+        reconciliation_is_traced(cluster, collector).await;
+    }
 
     let pid = child.id().expect("pid");
     let killed = std::process::Command::new("kill")
