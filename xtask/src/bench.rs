@@ -174,7 +174,7 @@ fn evaluation_latency(metrics_port: u16, policy: &str) -> Result<(f64, f64)> {
 }
 
 /// A wrk run with the CPU time the server (process `pid`) used per request during it.
-fn wrk_with_server_cpu(
+pub(crate) fn wrk_with_server_cpu(
     dir: &Path,
     port: u16,
     pid: u32,
@@ -447,6 +447,7 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
     let latency = one_connection(&dir, floor.port, server.port, metrics_port, seconds)?;
     let (peak_kib, rss_kib) = server.memory_kib();
     drop(server);
+    let telemetry = crate::bench_telemetry::measure(&binary, &dir, &policies, seconds)?;
 
     let twenty = twenty_policies(&dir, &fixtures.join("accept-all.wasm"))?;
     let _ = std::fs::remove_dir_all(dir.join("compile-cache"));
@@ -519,6 +520,7 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
         warm.as_secs_f64()
     )?;
     summary.push_str(&crate::bench_reload::summary(&reload));
+    summary.push_str(&crate::bench_telemetry::summary(&telemetry)?);
     let report = if sweep.is_empty() {
         format!("{table}\n{summary}")
     } else {

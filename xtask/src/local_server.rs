@@ -60,6 +60,17 @@ impl LocalPolicyServer {
     /// Starts `binary` over HTTPS with `dir/tls.{crt,key}` on `policies` and waits for
     /// readiness.
     pub fn start(binary: &Path, dir: &Path, policies: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(binary, dir, policies, extra, &[])
+    }
+
+    /// [`LocalPolicyServer::start`] with more environment variables.
+    pub fn start_with_env(
+        binary: &Path,
+        dir: &Path,
+        policies: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let (port, readiness) = (free_port()?, free_port()?);
         let started = Instant::now();
         let child = Command::new(binary)
@@ -75,6 +86,7 @@ impl LocalPolicyServer {
             .arg(dir.join("tls.key"))
             .args(extra)
             .env("KUBEWARDEN_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;

@@ -4,6 +4,7 @@ mod bench;
 mod bench_audit;
 mod bench_context;
 mod bench_reload;
+mod bench_telemetry;
 mod cargo;
 mod certs;
 mod chaos;

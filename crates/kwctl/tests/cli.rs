@@ -327,15 +327,9 @@ fn store_listing_scaffolds_and_completions() {
 #[test]
 fn push_then_pull_through_a_real_registry() {
     let dir = scratch("registry");
-    let Some(registry) = test_cluster::registry::start_registry(&dir, None) else {
+    let Some((_registry, host, sources)) = registry_with_sources(&dir) else {
         return;
     };
-    let host = format!("localhost:{}", registry.port);
-    let sources = write(
-        &dir,
-        "sources.yml",
-        &format!("insecure_sources: [\"{host}\"]\n"),
-    );
     let destination = format!("registry://{host}/policies/reject-by-label:v1");
     let output = kwctl(
         &dir,

@@ -17,27 +17,11 @@ fn answer(output: &std::process::Output) -> Value {
 #[test]
 fn a_recorded_session_replays_without_the_registry() {
     let dir = scratch("session-record");
-    let Some(registry) = test_cluster::registry::start_registry(&dir, None) else {
+    let Some((registry, host, sources)) = registry_with_sources(&dir) else {
         return;
     };
-    let host = format!("localhost:{}", registry.port);
-    let sources = write(
-        &dir,
-        "sources.yml",
-        &format!("insecure_sources: [\"{host}\"]\n"),
-    );
     let image = format!("{host}/policies/accept-all:v1");
-    let pushed = kwctl(
-        &dir,
-        &[
-            "push",
-            &fixture("accept-all"),
-            &format!("registry://{image}"),
-            "--sources-path",
-            &sources,
-        ],
-    );
-    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    push_fixture(&dir, "accept-all", &format!("registry://{image}"), &sources);
     let request = write(&dir, "r.json", &pod_review(json!({})).to_string());
     let settings = json!({"namespace": "oci", "operation": "v1/manifest_digest", "payload": image})
         .to_string();

@@ -25,28 +25,12 @@ fn verdict(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
 #[test]
 fn signatures_are_verified_before_policies_are_pulled_or_run() {
     let dir = scratch("verify");
-    let Some(registry) = test_cluster::registry::start_registry(&dir, None) else {
+    let Some((_registry, host, sources)) = registry_with_sources(&dir) else {
         return;
     };
-    let host = format!("localhost:{}", registry.port);
-    let sources = write(
-        &dir,
-        "sources.yml",
-        &format!("insecure_sources: [\"{host}\"]\n"),
-    );
     let reference = format!("{host}/policies/reject-by-label:v1");
     let uri = format!("registry://{reference}");
-    let pushed = kwctl(
-        &dir,
-        &[
-            "push",
-            &fixture("reject-by-label"),
-            &uri,
-            "--sources-path",
-            &sources,
-        ],
-    );
-    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    push_fixture(&dir, "reject-by-label", &uri, &sources);
 
     let trusted = SigningKeyPair::generate();
     let sigstore = SigstoreInstance::new("kwctl tests");
@@ -253,19 +237,9 @@ fn signatures_are_verified_before_policies_are_pulled_or_run() {
     );
     assert!(text.contains("dev.sigstore.cosign/certificate"), "{text}");
     let unsigned = format!("registry://{host}/policies/unsigned:v1");
-    for args in [
-        vec![
-            "push",
-            fixture("accept-all").as_str(),
-            &unsigned,
-            "--sources-path",
-            &sources,
-        ],
-        vec!["pull", &unsigned, "--sources-path", &sources],
-    ] {
-        let output = kwctl(&dir, &args);
-        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
-    }
+    push_fixture(&dir, "accept-all", &unsigned, &sources);
+    let output = kwctl(&dir, &["pull", &unsigned, "--sources-path", &sources]);
+    assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&kwctl(
         &dir,
         &[

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::registry::free_port;
+
 /// Environment variable naming the collector binary.
 pub const OTELCOL_ENV: &str = "KUBEWARDEN_OTELCOL";
 
@@ -40,13 +42,6 @@ impl Drop for Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
 }
 
 /// Starts a collector writing under `dir`; `None` (after saying why) when the collector is not

@@ -24,7 +24,8 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on (for a server a test starts).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())

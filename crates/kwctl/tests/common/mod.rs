@@ -72,3 +72,28 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).expect("write");
     path.display().to_string()
 }
+
+/// A real registry (`docker-registry`) for a test, with the `sources.yml` that reaches it over
+/// plain HTTP: the registry (stopped when dropped), its `host:port`, and the sources file.
+/// `None` when the registry is not installed and the test may skip.
+pub fn registry_with_sources(
+    dir: &Path,
+) -> Option<(test_cluster::registry::Registry, String, String)> {
+    let registry = test_cluster::registry::start_registry(dir, None)?;
+    let host = format!("localhost:{}", registry.port);
+    let sources = write(
+        dir,
+        "sources.yml",
+        &format!("insecure_sources: [\"{host}\"]\n"),
+    );
+    Some((registry, host, sources))
+}
+
+/// `kwctl push <fixture> <uri> --sources-path <sources>`, which must succeed.
+pub fn push_fixture(dir: &Path, name: &str, uri: &str, sources: &str) {
+    let output = kwctl(
+        dir,
+        &["push", &fixture(name), uri, "--sources-path", sources],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
