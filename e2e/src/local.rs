@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api_types::config::launch::PolicyServerLaunch;
 use api_types::crd::{PolicyReloadMode, PolicyServer};
 use api_types::naming;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -217,32 +218,27 @@ impl LocalPolicyServers {
             std::fs::write(dir.join(key), bytes)?;
         }
         let (out, err) = log_file(&self.dir, &format!("policy-server-{name}"))?;
-        Command::new(&self.policy_server)
-            .arg("--policies")
-            .arg(dir.join("policies.yml"))
-            .arg("--sources-path")
-            .arg(dir.join("sources.yml"))
-            .arg("--policies-download-dir")
-            .arg(&dir)
-            .args(["--addr", "0.0.0.0"])
-            .args(["--port", &ps.spec.webhook_port.to_string()])
-            .args([
-                "--readiness-probe-port",
-                &ps.spec.readiness_probe_port.to_string(),
-            ])
-            .arg("--cert-file")
-            .arg(dir.join(naming::TLS_CERT_KEY))
-            .arg("--key-file")
-            .arg(dir.join(naming::TLS_KEY_KEY))
-            .env("KUBEWARDEN_LOG_LEVEL", "info")
-            .env(
-                "KUBEWARDEN_RELOAD_POLICIES",
-                (ps.spec.effective_policy_reload_mode() == PolicyReloadMode::InPlace).to_string(),
-            )
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting the policy-server of {name}"))
+        PolicyServerLaunch {
+            policies: dir.join("policies.yml"),
+            download_dir: dir.clone(),
+            sources: Some(dir.join("sources.yml")),
+            addr: "0.0.0.0".to_string(),
+            port: u16::try_from(ps.spec.webhook_port).context("the webhook port")?,
+            readiness_port: u16::try_from(ps.spec.readiness_probe_port)
+                .context("the readiness probe port")?,
+            cert_file: dir.join(naming::TLS_CERT_KEY),
+            key_file: dir.join(naming::TLS_KEY_KEY),
+            log_level: "info".to_string(),
+        }
+        .command(&self.policy_server)
+        .env(
+            "KUBEWARDEN_RELOAD_POLICIES",
+            (ps.spec.effective_policy_reload_mode() == PolicyReloadMode::InPlace).to_string(),
+        )
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting the policy-server of {name}"))
     }
 }
 

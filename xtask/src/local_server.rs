@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use api_types::config::launch::PolicyServerLaunch;
 
 /// POSTs `body` (JSON text, or `@file` as curl reads it) to `path` of a local policy-server
 /// over HTTPS, trusting any certificate (the benchmarks' are made on the spot or rotated); the
@@ -73,19 +74,11 @@ impl LocalPolicyServer {
     ) -> Result<Self> {
         let (port, readiness) = (free_port()?, free_port()?);
         let started = Instant::now();
-        let child = Command::new(binary)
-            .arg("--policies")
-            .arg(policies)
-            .arg("--policies-download-dir")
-            .arg(dir)
-            .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--readiness-probe-port", &readiness.to_string()])
-            .arg("--cert-file")
-            .arg(dir.join("tls.crt"))
-            .arg("--key-file")
-            .arg(dir.join("tls.key"))
+        let mut launch = PolicyServerLaunch::on_loopback(policies, dir, port, readiness);
+        launch.log_level = "warn".to_string();
+        let child = launch
+            .command(binary)
             .args(extra)
-            .env("KUBEWARDEN_LOG_LEVEL", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use api_types::crd::ClusterAdmissionPolicy;
@@ -77,18 +77,15 @@ fn start_policy_server(policies: serde_json::Value) -> (PolicyServerProcess, Pat
     std::fs::write(dir.join("policies.yml"), policies.to_string()).expect("write");
 
     let (port, readiness) = (free_port(), free_port());
-    let child = Command::new(policy_server_binary())
-        .arg("--policies")
-        .arg(dir.join("policies.yml"))
-        .arg("--policies-download-dir")
-        .arg(&dir)
-        .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--readiness-probe-port", &readiness.to_string()])
-        .arg("--cert-file")
-        .arg(dir.join("tls.crt"))
-        .arg("--key-file")
-        .arg(dir.join("tls.key"))
-        .env("KUBEWARDEN_LOG_LEVEL", "warn")
+    let mut launch = api_types::config::launch::PolicyServerLaunch::on_loopback(
+        dir.join("policies.yml"),
+        &dir,
+        port,
+        readiness,
+    );
+    launch.log_level = "warn".to_string();
+    let child = launch
+        .command(&policy_server_binary())
         .stdout(Stdio::null())
         .spawn()
         .expect("policy-server starts");

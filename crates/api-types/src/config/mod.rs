@@ -2,6 +2,7 @@
 //! `policies.yml` and `sources.yml`, in the upstream format so either side can be swapped for
 //! the upstream component; and `verification.yml`, which users write.
 
+pub mod launch;
 pub mod policies;
 pub mod sources;
 pub mod verification;

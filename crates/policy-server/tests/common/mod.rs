@@ -184,25 +184,12 @@ pub fn start_with_env(
 ) -> Server {
     let port = free_port();
     let readiness = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_policy-server"));
+    let launch =
+        api_types::config::launch::PolicyServerLaunch::on_loopback(policies, dir, port, readiness);
+    let mut command = launch.command(Path::new(env!("CARGO_BIN_EXE_policy-server")));
     command
-        .arg("--policies")
-        .arg(policies)
-        .arg("--policies-download-dir")
-        .arg(dir)
-        .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--readiness-probe-port",
-            &readiness.to_string(),
-            "--workers",
-            "2",
-        ])
-        .arg("--cert-file")
-        .arg(dir.join("tls.crt"))
-        .arg("--key-file")
-        .arg(dir.join("tls.key"))
+        .args(["--workers", "2"])
         .args(extra)
-        .env("KUBEWARDEN_LOG_LEVEL", "info")
         .env_remove("KUBECONFIG")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
