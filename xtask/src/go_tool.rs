@@ -58,9 +58,17 @@ pub const OTELCOL_ENV: &str = "KUBEWARDEN_OTELCOL";
 
 impl GoTool {
     fn dir(&self) -> PathBuf {
-        cache_root()
-            .join("tools")
-            .join(format!("{}-{}", self.name, self.version))
+        let name = match self.local_module {
+            // Edits of the module's files build a new binary.
+            Some(module) => format!(
+                "{}-{}-{:016x}",
+                self.name,
+                self.version,
+                source_hash(&crate::paths::repo_root().join(module))
+            ),
+            None => format!("{}-{}", self.name, self.version),
+        };
+        cache_root().join("tools").join(name)
     }
 
     /// The binary if it was built before.
@@ -106,4 +114,24 @@ impl GoTool {
             ),
         }
     }
+}
+
+/// FNV-1a over the files of a local Go module's directory (names and contents, in name order):
+/// identifies the sources a cached binary was built from.
+fn source_hash(dir: &std::path::Path) -> u64 {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for file in files.iter().filter(|path| path.is_file()) {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for byte in name.bytes().chain(std::fs::read(file).unwrap_or_default()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
 }

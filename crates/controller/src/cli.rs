@@ -119,13 +119,12 @@ pub struct Cli {
     pub cleanup_timeout_seconds: u64,
 }
 
-/// The controller's `OTEL_EXPORTER_OTLP_*` and `OTEL_*` settings, sorted by name, that
-/// policy-servers get too (upstream copies them in custom telemetry mode).
+/// The controller's `OTEL_EXPORTER_OTLP_*` settings (where and how to export), sorted by
+/// name, that policy-servers get too, as upstream copies them in custom telemetry mode. Not
+/// `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`: those say who the controller is.
 fn otlp_environment() -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(name, _)| {
-            name.starts_with("OTEL_EXPORTER_OTLP_") || name == "OTEL_RESOURCE_ATTRIBUTES"
-        })
+        .filter(|(name, _)| name.starts_with("OTEL_EXPORTER_OTLP_"))
         .collect();
     vars.sort();
     vars

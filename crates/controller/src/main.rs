@@ -68,6 +68,9 @@ async fn cleanup(timeout: Duration) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // kube and the OTLP exporters build their TLS with rustls' process default, which rustls
+    // cannot pick by itself when the workspace's features give it two providers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // With --enable-tracing, reconciliations are exported as traces (OTEL_EXPORTER_OTLP_*).
     let telemetry = telemetry::Telemetry::start(&telemetry::Options {
         service_name: "kubewarden-controller",
@@ -76,6 +79,14 @@ async fn main() -> anyhow::Result<()> {
     })
     .context("OpenTelemetry")?;
     init_logging(&cli, &telemetry)?;
+    // Every exit flushes the last spans: they often explain why it stopped.
+    let result = serve(cli).await;
+    telemetry.shutdown();
+    result
+}
+
+/// Runs the controllers (or `--cleanup`) until a signal stops them or they fail.
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     let options = cli.options().map_err(|e| anyhow!(e))?;
     if cli.cleanup {
         return cleanup(Duration::from_secs(cli.cleanup_timeout_seconds)).await;
@@ -145,6 +156,5 @@ async fn main() -> anyhow::Result<()> {
     if let Some(election) = &election {
         election.release().await;
     }
-    telemetry.shutdown();
     result
 }

@@ -272,7 +272,9 @@ fn sigstore_cache() -> Result<PathBuf> {
 }
 
 /// The policy to run: a local file as it is; a remote one from the store, pulled first when
-/// it is not there, and pulled again by its verified digest when verification is asked for.
+/// it is not there. When signatures must be verified, a `registry://` policy (named or found
+/// by SHA-256 prefix) is verified and pulled again by its verified digest; any other policy is
+/// refused (it carries no signatures), unless only the default verification config asked.
 fn fetch_for_run(
     store: &Store,
     access: &oci::Access,
@@ -283,13 +285,23 @@ fn fetch_for_run(
     let remote = name.starts_with("registry://")
         || name.starts_with("https://")
         || name.starts_with("http://");
-    if !remote {
-        if verification.config(config_dir)?.is_some() && name.starts_with("file://") {
-            tracing::warn!("signatures are only verified for registry:// policies");
+    let uri = if remote {
+        oci::policy_uri(name)
+    } else {
+        let (uri, module) = store.resolve(name)?;
+        if !uri.starts_with("registry://") {
+            if verification.config(config_dir)?.is_some() {
+                if verification.explicitly_requested() {
+                    anyhow::bail!(
+                        "Policy {uri} cannot be verified: only registry:// policies carry signatures"
+                    );
+                }
+                tracing::warn!(%uri, "not verified: only registry:// policies carry signatures");
+            }
+            return Ok((uri, module));
         }
-        return store.resolve(name);
-    }
-    let uri = oci::policy_uri(name);
+        uri
+    };
     let verified = verified_digest(access, config_dir, &uri, verification)?;
     if verified.is_some() || !store.path_of(&uri)?.is_file() {
         tracing::info!(%uri, "pulling policy...");

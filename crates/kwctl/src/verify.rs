@@ -60,6 +60,12 @@ fn read(path: &Path) -> Result<String> {
 }
 
 impl VerificationArgs {
+    /// Whether verification was asked for on the command line (not only by the default
+    /// config file).
+    pub fn explicitly_requested(&self) -> bool {
+        self.verification_config_path.is_some() || self.has_signature_flags()
+    }
+
     fn has_signature_flags(&self) -> bool {
         !self.verification_key.is_empty()
             || !self.verification_annotation.is_empty()

@@ -126,6 +126,15 @@ impl Signal {
         }
     }
 
+    /// Whether the gRPC channel needs a TLS configuration: an `https://` endpoint (the
+    /// system's roots, plus any CA file) or TLS files given.
+    fn needs_tls(self, tls: &TlsFiles) -> bool {
+        !tls.is_empty()
+            || self
+                .env("ENDPOINT")
+                .is_some_and(|(_, endpoint)| endpoint.starts_with("https://"))
+    }
+
     /// The PEM files of upstream's TLS variables: the collector's CA, and a client identity.
     fn tls_files(self) -> Result<TlsFiles, TelemetryError> {
         let read = |suffix: &str| -> Result<Option<(String, Vec<u8>)>, TelemetryError> {
@@ -239,10 +248,10 @@ fn span_exporter() -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let built = match signal.protocol()? {
         Protocol::Grpc => {
             let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-            if tls.is_empty() {
-                builder
-            } else {
+            if signal.needs_tls(&tls) {
                 builder.with_tls_config(tls.tonic())
+            } else {
+                builder
             }
             .build()
         }
@@ -266,10 +275,10 @@ fn metric_exporter() -> Result<opentelemetry_otlp::MetricExporter, TelemetryErro
     let built = match signal.protocol()? {
         Protocol::Grpc => {
             let builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-            if tls.is_empty() {
-                builder
-            } else {
+            if signal.needs_tls(&tls) {
                 builder.with_tls_config(tls.tonic())
+            } else {
+                builder
             }
             .build()
         }
