@@ -233,7 +233,7 @@ fn connection_sweep(dir: &Path, port: u16, pid: u32, seconds: u32) -> Result<Vec
 }
 
 /// Each field's median over `runs` of one endpoint.
-fn median_result(runs: &[LoadResult]) -> LoadResult {
+pub(crate) fn median_result(runs: &[LoadResult]) -> LoadResult {
     let of = |field: fn(&LoadResult) -> f64| median(&runs.iter().map(field).collect::<Vec<_>>());
     LoadResult {
         endpoint: runs.first().map(|r| r.endpoint.clone()).unwrap_or_default(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{LoadResult, median, wrk_with_server_cpu};
+use crate::bench::{LoadResult, median_result, wrk_with_server_cpu};
 use crate::local_server::{LocalPolicyServer, free_port};
 
 const ROUNDS: usize = 3;
@@ -128,28 +128,13 @@ pub(crate) fn measure(
         bail!("the export-on server sent the collector nothing");
     }
     Ok(TelemetryCost {
-        off: median_of(offs),
-        on: median_of(ons),
+        off: median_result(&offs),
+        on: median_result(&ons),
     })
 }
 
 fn as_str(flags: &[String]) -> Vec<&str> {
     flags.iter().map(String::as_str).collect()
-}
-
-fn median_of(runs: Vec<LoadResult>) -> LoadResult {
-    let field = |f: fn(&LoadResult) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-    LoadResult {
-        endpoint: PATH.to_string(),
-        connections: CONNECTIONS,
-        requests: field(|r| r.requests),
-        requests_per_second: field(|r| r.requests_per_second),
-        p50_us: field(|r| r.p50_us),
-        p99_us: field(|r| r.p99_us),
-        p999_us: field(|r| r.p999_us),
-        errors: runs.iter().map(|r| r.errors).sum(),
-        server_cpu_us: field(|r| r.server_cpu_us),
-    }
 }
 
 /// The report's lines.
