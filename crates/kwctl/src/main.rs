@@ -317,23 +317,29 @@ fn verified_digest(
     uri: &str,
     verification: &VerificationArgs,
 ) -> Result<Option<String>> {
-    let Some(config) = verification.config(config_dir)? else {
-        return Ok(None);
-    };
-    if !uri.starts_with("registry://") {
-        anyhow::bail!(
-            "Policy {uri} cannot be verified: only registry:// policies carry signatures"
-        );
+    match verification.config(config_dir)? {
+        Some(config) => verify_policy(access, config_dir, uri, &config, verification).map(Some),
+        None => Ok(None),
     }
+}
+
+/// Checks the signatures of the registry policy `uri` against `config`; the verified digest.
+fn verify_policy(
+    access: &oci::Access,
+    config_dir: &std::path::Path,
+    uri: &str,
+    config: &api_types::config::VerificationConfig,
+    verification: &VerificationArgs,
+) -> Result<String> {
     let digest = verify::verify(
         access,
         config_dir,
         uri,
-        &config,
+        config,
         verification.trust_root(sigstore_cache()?)?,
     )?;
     tracing::info!(%uri, %digest, "Policy successfully verified");
-    Ok(Some(digest))
+    Ok(digest)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -511,12 +517,18 @@ fn execute(command: Command) -> Result<String> {
             verification,
         } => {
             let uri = oci::policy_uri(&uri);
-            if verification.config(&config_dir())?.is_none() {
+            let Some(config) = verification.config(&config_dir())? else {
                 anyhow::bail!(
                     "Intending to verify policy, but no verification keys, OIDC issuer or file path was passed"
                 );
-            }
-            verified_digest(&access.access(), &config_dir(), &uri, &verification)?;
+            };
+            verify_policy(
+                &access.access(),
+                &config_dir(),
+                &uri,
+                &config,
+                &verification,
+            )?;
             Ok(String::new())
         }
         Command::Push {
