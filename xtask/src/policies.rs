@@ -24,6 +24,7 @@ const TARGET: &str = "wasm32-unknown-unknown";
 /// Rust guest crates (waPC), by directory; each becomes `<name>.wasm`.
 const RUST_POLICIES: &[&str] = &[
     "accept-all",
+    "safe-labels",
     "reject-by-label",
     "mutate-add-label",
     "hostile",
@@ -31,8 +32,23 @@ const RUST_POLICIES: &[&str] = &[
     "dns-lookup",
     "host-call",
 ];
-/// Go guests (WASI commands, `GOOS=wasip1`), by directory.
-const GO_POLICIES: &[&str] = &["wasi-go"];
+/// A Go guest (`GOOS=wasip1`), by directory: a WASI command (the WASI execution mode), or a
+/// WASI reactor (`-buildmode=c-shared`) exporting waPC's `__guest_call` with `go:wasmexport`.
+struct GoPolicy {
+    directory: &'static str,
+    reactor: bool,
+}
+
+const GO_POLICIES: &[GoPolicy] = &[
+    GoPolicy {
+        directory: "wasi-go",
+        reactor: false,
+    },
+    GoPolicy {
+        directory: "go-wapc-pod-privileged",
+        reactor: true,
+    },
+];
 /// A Rego fixture: the module `opa build` makes of a directory with one entrypoint (it becomes
 /// id 0).
 struct RegoPolicy {
@@ -70,6 +86,11 @@ const REGO_POLICIES: &[RegoPolicy] = &[
         "gatekeeper-required-labels",
         "gatekeeper-required-labels",
         "k8srequiredlabels/violation",
+    ),
+    rego(
+        "gatekeeper-pod-security",
+        "gatekeeper-pod-security",
+        "k8spodsecurity/violation",
     ),
     // The package as entrypoint: its result is an object holding the violations, which
     // upstream's Gatekeeper runtime reads as none.
@@ -132,19 +153,32 @@ pub fn run(root: &Path) -> Result<()> {
         built.push((*policy, *policy, wasm));
     }
     for policy in GO_POLICIES {
-        let wasm = target_dir.join(format!("{policy}.wasm"));
+        let name = policy.directory;
+        let wasm = target_dir.join(format!("{name}.wasm"));
+        let build_mode = if policy.reactor {
+            "-buildmode=c-shared"
+        } else {
+            "-buildmode=default"
+        };
         run_step(
-            &format!("building {policy} with Go (GOOS=wasip1)"),
+            &format!("building {name} with Go (GOOS=wasip1 {build_mode})"),
             Command::new("go")
-                .current_dir(workspace.join(policy))
+                .current_dir(workspace.join(name))
                 .env("GOOS", "wasip1")
                 .env("GOARCH", "wasm")
                 .env("CGO_ENABLED", "0")
-                .args(["build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o"])
+                .args([
+                    "build",
+                    build_mode,
+                    "-trimpath",
+                    "-ldflags",
+                    "-s -w -buildid=",
+                    "-o",
+                ])
                 .arg(&wasm)
                 .arg("."),
         )?;
-        built.push((*policy, *policy, wasm));
+        built.push((name, name, wasm));
     }
     let opa = crate::go_tool::OPA.ensure()?;
     for policy in REGO_POLICIES {

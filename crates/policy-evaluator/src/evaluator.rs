@@ -590,8 +590,11 @@ fn len_arg(len: usize) -> Result<i32, EvaluationError> {
 
 /// Runs the initialisers a guest exports, in the order upstream does: `_start` (TinyGo and Go
 /// runtimes), then `wapc_init` (Rust SDK). A `_start` that ends with `proc_exit(0)` succeeded.
+/// Beyond upstream, a WASI reactor's `_initialize` runs where `_start` would: standard Go
+/// (`-buildmode=c-shared` with `go:wasmexport`) starts its runtime there, and a reactor never
+/// exports `_start`.
 fn run_start_functions(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<()> {
-    for name in ["_start", "wapc_init"] {
+    for name in ["_start", "_initialize", "wapc_init"] {
         // Look the export up before typing it: a missing export would otherwise build an
         // error value per evaluation (with a backtrace when RUST_BACKTRACE is set).
         if instance.get_func(&mut *store, name).is_none() {

@@ -296,3 +296,43 @@ fn gatekeeper_template_with_the_package_entrypoint_admits_as_upstream_and_says_w
     assert!(missing.allowed, "admitted, as upstream admits it");
     assert_eq!(message(&missing), None);
 }
+
+/// A ConstraintTemplate with several rules over every container of a realistic Pod (the
+/// benchmarks' request): one violation per broken rule, joined into the message.
+#[test]
+fn gatekeeper_pod_security_baseline_reports_each_broken_rule() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/requests/deployment-pod.json");
+    let review: Value = serde_json::from_slice(&std::fs::read(&path).expect("request fixture"))
+        .expect("request fixture is JSON");
+    let policy = evaluator(
+        "gatekeeper-pod-security",
+        json!({"repos": ["registry.example.com/"]}),
+        EvaluationLimits::default(),
+    );
+    assert!(
+        policy
+            .validate(&review["request"])
+            .expect("evaluates")
+            .allowed
+    );
+
+    let mut request = review["request"].clone();
+    let spec = &mut request["object"]["spec"];
+    spec["hostNetwork"] = json!(true);
+    spec["containers"][1]["image"] = json!("docker.io/library/busybox");
+    spec["containers"][1]["securityContext"]["privileged"] = json!(true);
+    spec["initContainers"][0]["resources"] = json!({});
+    let rejected = policy.validate(&request).expect("evaluates");
+    assert!(!rejected.allowed);
+    let text = message(&rejected).unwrap_or_default();
+    for expected in [
+        "Sharing the host namespace is not allowed: hostNetwork",
+        "container <log-shipper> has an invalid image repo <docker.io/library/busybox>",
+        "Privileged container is not allowed: log-shipper",
+        "container <migrate> has no cpu limit",
+        "container <migrate> has no memory limit",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from {text}");
+    }
+}

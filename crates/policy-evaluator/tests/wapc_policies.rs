@@ -432,3 +432,145 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// The benchmarks' request: a Deployment's Pod with an init container, a sidecar, probes,
+/// volumes and managed fields, as the API server sends it.
+fn deployment_pod() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/requests/deployment-pod.json");
+    let review: Value = serde_json::from_slice(&std::fs::read(&path).expect("request fixture"))
+        .expect("request fixture is JSON");
+    review["request"].clone()
+}
+
+/// Collects the messages and fields of the events emitted while it is the default subscriber.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<String>>);
+
+/// Writes an event's fields as `name=value` pairs.
+struct FieldWriter<'a>(&'a mut String);
+
+impl tracing::field::Visit for FieldWriter<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, "{}={value:?} ", field.name());
+    }
+}
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = format!("{} ", event.metadata().level());
+        event.record(&mut FieldWriter(&mut line));
+        self.0.lock().expect("events").push(line);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A standard-Go waPC guest (a WASI reactor started by `_initialize`) decodes the whole review
+/// into typed structs, and logs through the host's `tracing/log` on every request unless its
+/// `log_level` is `off`.
+#[test]
+fn go_wapc_policy_rejects_privileged_containers_and_logs_through_the_host() {
+    let policy = evaluator("go-wapc-pod-privileged", json!({}));
+    assert_eq!(policy.protocol_version().expect("version"), "v1");
+    assert!(policy.validate_settings().expect("settings call").valid);
+
+    let events = Arc::new(Events::default());
+    let request = deployment_pod();
+    let accepted = tracing::subscriber::with_default(events.clone(), || {
+        policy.validate(&request).expect("evaluates")
+    });
+    assert!(accepted.allowed, "{accepted:?}");
+    let logged = events.0.lock().expect("events").join("\n");
+    assert!(
+        logged.contains("DEBUG") && logged.contains("validating pod object"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("9d1c7b5e-3f0a-4c71-9a55-2f4d1e0b8c61"),
+        "{logged}"
+    );
+
+    let mut privileged_init = deployment_pod();
+    privileged_init["object"]["spec"]["initContainers"][0]["securityContext"]["privileged"] =
+        json!(true);
+    let rejected = policy.validate(&privileged_init).expect("evaluates");
+    assert!(!rejected.allowed);
+    assert_eq!(
+        rejected.status.and_then(|s| s.message).as_deref(),
+        Some("Privileged container is not allowed: migrate")
+    );
+    let skipping = evaluator(
+        "go-wapc-pod-privileged",
+        json!({"skip_init_containers": true, "log_level": "off"}),
+    );
+    let events = Arc::new(Events::default());
+    let accepted = tracing::subscriber::with_default(events.clone(), || {
+        skipping.validate(&privileged_init).expect("evaluates")
+    });
+    assert!(accepted.allowed);
+    let logged = events.0.lock().expect("events").join("\n");
+    assert!(!logged.contains("validating pod object"), "{logged}");
+
+    let invalid = evaluator("go-wapc-pod-privileged", json!({"log_level": "loud"}));
+    let answer = invalid.validate_settings().expect("settings call");
+    assert!(!answer.valid);
+    assert_eq!(
+        answer.message.as_deref(),
+        Some(r#"log_level "loud" is not one of debug, info, warning, error, off"#)
+    );
+}
+
+/// A Rust guest written like the common label policies: serde-derived structs and the regex
+/// crate, its constraints compiled from the settings on each call.
+#[test]
+fn safe_labels_policy_checks_denied_mandatory_and_constrained_labels() {
+    let settings = json!({
+        "denied_labels": ["debug"],
+        "mandatory_labels": ["owner", "cost-center"],
+        "constrained_labels": {"cost-center": "^cc-[0-9]{4}$", "environment": "^(production|staging)$"}
+    });
+    let policy = evaluator("safe-labels", settings.clone());
+    assert!(policy.validate_settings().expect("settings call").valid);
+    assert!(
+        policy
+            .validate(&deployment_pod())
+            .expect("evaluates")
+            .allowed
+    );
+
+    let mut request = deployment_pod();
+    let labels = &mut request["object"]["metadata"]["labels"];
+    labels["debug"] = json!("true");
+    labels["environment"] = json!("qa");
+    labels.as_object_mut().expect("labels").remove("owner");
+    let rejected = policy.validate(&request).expect("evaluates");
+    assert!(!rejected.allowed);
+    assert_eq!(
+        rejected.status.and_then(|s| s.message).as_deref(),
+        Some(
+            "The following labels are denied: debug; The following mandatory labels are missing: owner; The following labels are violating user constraints: environment"
+        )
+    );
+
+    let invalid = evaluator(
+        "safe-labels",
+        json!({"denied_labels": ["owner"], "mandatory_labels": ["owner"], "constrained_labels": {"team": "("}}),
+    );
+    let answer = invalid.validate_settings().expect("settings call");
+    assert!(!answer.valid);
+    let message = answer.message.unwrap_or_default();
+    assert!(
+        message.starts_with("label owner is both denied and mandatory; constrained label team: invalid regular expression"),
+        "{message}"
+    );
+}
