@@ -1,5 +1,5 @@
 //! The shared wasmtime [`Engine`]: one per process, with epoch-based deadlines and an optional
-//! on-disk cache of compiled modules.
+//! on-disk cache of compiled modules ([`crate::compile_cache`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, OptLevel,
-    PoolingAllocationConfig,
+    Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,
 };
 
+use crate::compile_cache::CompileCache;
 use crate::error::LoadError;
 use crate::module::PolicyModule;
 
@@ -42,6 +42,7 @@ pub struct PoolingOptions {
 
 struct Inner {
     engine: Engine,
+    compile_cache: Option<CompileCache>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -72,6 +73,9 @@ impl PolicyEngine {
             // Go ≥ 1.26 emits function references.
             .wasm_function_references(true)
             .wasm_gc(true);
+        // How instances are allocated does not change the code: modules compiled with these
+        // settings alone are accepted by the serving engine.
+        let compile_config = config.clone();
         if let Some(pooling) = options.pooling {
             let mut pool = PoolingAllocationConfig::new();
             pool.total_core_instances(pooling.max_instances)
@@ -87,14 +91,11 @@ impl PolicyEngine {
                 .table_keep_resident(64 * 1024);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        if let Some(dir) = &options.cache_dir {
-            let mut cache_config = CacheConfig::new();
-            cache_config.with_directory(dir);
-            let cache = Cache::new(cache_config).map_err(|e| {
-                LoadError::Engine(format!("compile cache in {}: {e:#}", dir.display()))
-            })?;
-            config.cache(Some(cache));
-        }
+        let compile_cache = options
+            .cache_dir
+            .as_ref()
+            .map(|dir| CompileCache::new(dir.clone(), compile_config))
+            .transpose()?;
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
@@ -114,6 +115,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             inner: Arc::new(Inner {
                 engine,
+                compile_cache,
                 stop_ticker,
             }),
         })
@@ -121,6 +123,15 @@ impl PolicyEngine {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Compiles `wasm`, or maps it from the compile cache when there is one.
+    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Module, LoadError> {
+        match &self.inner.compile_cache {
+            Some(cache) => cache.module(&self.inner.engine, wasm),
+            None => Module::new(&self.inner.engine, wasm)
+                .map_err(|e| LoadError::Compile(format!("{e:#}"))),
+        }
     }
 
     /// Reads a module's metadata, compiles it (or takes it from the cache) and prepares it for

@@ -54,6 +54,7 @@
 //! memory slots; size it for the instances in flight plus the idle ones.
 
 pub mod admission;
+mod compile_cache;
 mod engine;
 mod error;
 mod evaluator;

@@ -1,7 +1,7 @@
 //! A compiled policy module, ready to be instantiated.
 
 use sha2::{Digest, Sha256};
-use wasmtime::{InstancePre, Module};
+use wasmtime::InstancePre;
 
 use crate::engine::PolicyEngine;
 use crate::error::LoadError;
@@ -48,8 +48,7 @@ impl PolicyModule {
         wasm: &[u8],
         metadata: Metadata,
     ) -> Result<Self, LoadError> {
-        let module =
-            Module::new(engine.engine(), wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let module = engine.compile(wasm)?;
         let runtime = match metadata.execution_mode {
             ExecutionMode::KubewardenWapc | ExecutionMode::Wasi => {
                 let linker =

@@ -393,27 +393,53 @@ fn modules_without_usable_metadata_are_refused() {
     assert!(engine().load(&truncated).is_err());
 }
 
+/// The serving engine (pooled instances) maps what a compiling engine wrote; a restart maps
+/// it again without compiling; a damaged entry is compiled again and replaced.
 #[test]
 fn compiled_modules_are_cached_on_disk() {
     let dir = std::env::temp_dir().join(format!("kw-compile-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let options = EngineOptions {
         cache_dir: Some(dir.clone()),
-        ..Default::default()
+        pooling: Some(policy_evaluator::PoolingOptions {
+            max_instances: 4,
+            max_memory_bytes: 64 * 1024 * 1024,
+        }),
     };
-    let wasm = fixture("accept-all");
-    PolicyEngine::new(&options)
-        .expect("engine")
-        .load(&wasm)
-        .expect("first load");
+    let wasm = fixture("reject-by-label");
+    let load_and_evaluate = || {
+        let module = PolicyEngine::new(&options)
+            .expect("engine")
+            .load(&wasm)
+            .expect("load");
+        let mut config = EvaluatorSettings::new("cached");
+        config.settings = Some(json!({"denied_labels": ["forbidden"]}));
+        let policy = PolicyEvaluator::new(Arc::new(module), config);
+        let verdict = policy
+            .validate(&pod_request(json!({"forbidden": "yes"})))
+            .expect("evaluates");
+        assert!(!verdict.allowed);
+    };
+    load_and_evaluate();
     let files = walk(&dir);
-    assert!(!files.is_empty(), "the first load writes the cache");
-    // A second engine (a restart) finds the entry.
-    let second = PolicyEngine::new(&options)
-        .expect("engine")
-        .load(&wasm)
-        .expect("second load");
-    assert!(second.metadata().rules.len() == 1);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let entry = &files[0];
+    assert!(
+        entry.extension().is_some_and(|e| e == "cwasm"),
+        "{}",
+        entry.display()
+    );
+    let compiled = std::fs::read(entry).expect("entry");
+
+    // A restart maps the entry as it is.
+    load_and_evaluate();
+    assert_eq!(std::fs::read(entry).expect("entry"), compiled);
+
+    // A damaged entry is compiled again.
+    std::fs::write(entry, b"not a compiled module").expect("damage");
+    load_and_evaluate();
+    assert_eq!(std::fs::read(entry).expect("entry"), compiled);
+    assert_eq!(walk(&dir).len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -11,6 +11,7 @@ mod evaluation;
 /// Fetching modules (`file://`, `http(s)://`, `registry://`) with sources.yml settings and
 /// registry credentials; also what `kwctl pull` and `kwctl push` reach registries with.
 pub mod fetch;
+mod heap;
 mod loader;
 mod metrics;
 mod pool;

@@ -106,6 +106,7 @@ async fn serve_plain(
 /// Runs the policy-server `cli` describes until SIGTERM or SIGINT: the readiness (and metrics)
 /// listeners first, so probes answer while policies load, then the webhook listener.
 pub async fn run(cli: Cli) -> Result<()> {
+    crate::heap::fix_trim_threshold();
     let metrics = Metrics::new().context("metrics registry")?;
     let readiness = Arc::new(Readiness::default());
     let handles: Vec<Handle<SocketAddr>> = (0..3).map(|_| Handle::new()).collect();
@@ -352,6 +353,7 @@ impl PolicyServer {
             failed.sort();
             bail!("some policies cannot be served:\n  {}", failed.join("\n  "));
         }
+        crate::heap::release_freed_memory();
         tracing::info!(policies = policies.len(), workers, "ready to serve");
 
         let state = Arc::new(AppState {
@@ -420,6 +422,8 @@ impl PolicyServer {
         let current = self.state.policies.load_full();
         let (next, summary) = self.loader.load(config, &current).await?;
         self.state.policies.store(Arc::new(next));
+        drop(current);
+        crate::heap::release_freed_memory();
         Ok(summary)
     }
 
