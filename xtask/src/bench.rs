@@ -3,8 +3,9 @@
 //! against a minimal HTTPS responder (the floor of wrk, loopback and TLS), which gives the
 //! server's own overhead per request; optionally (`--sweep`) the no-op and accept-all at
 //! connection counts from 2 to 32; plus cold start with 20 distinct policies, without and
-//! with the compile cache, and a policy edit restarting against reloading in place
-//! (`bench_reload`). Prints a table and writes it to `target/bench/policy-server.md`.
+//! with the compile cache, a policy edit restarting against reloading in place
+//! (`bench_reload`), and real-world-like policies and memory with many modules
+//! (`bench_policies`). Prints a table and writes it to `target/bench/policy-server.md`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -101,19 +102,33 @@ pub(crate) fn wrk(
     })
 }
 
-/// Writes 20 distinct variants of a module (different metadata, so different digests) and a
-/// policies.yml serving them.
-fn twenty_policies(dir: &Path, fixture: &Path) -> Result<PathBuf> {
-    let wasm = std::fs::read(fixture)?;
+/// Writes `count` distinct variants of a module (its metadata annotated with the variant's
+/// number, so each has its own digest and is compiled and loaded as a module of its own) to
+/// `dir`, and returns their paths.
+pub(crate) fn distinct_variants(dir: &Path, fixture: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let wasm = std::fs::read(fixture).with_context(|| format!("reading {}", fixture.display()))?;
     let mut metadata = Metadata::from_module(&wasm)?.context("fixture has metadata")?;
+    let stem = fixture
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (0..count)
+        .map(|i| {
+            metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert("bench.variant".into(), i.to_string());
+            let path = dir.join(format!("variant-{stem}-{i}.wasm"));
+            std::fs::write(&path, annotate(&wasm, &metadata)?)?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// A policies.yml serving `modules`, as `p0`, `p1`, ….
+fn policies_serving(dir: &Path, modules: &[PathBuf]) -> Result<PathBuf> {
     let mut yaml = String::new();
-    for i in 0..20 {
-        metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert("bench.variant".into(), i.to_string());
-        let path = dir.join(format!("variant-{i}.wasm"));
-        std::fs::write(&path, annotate(&wasm, &metadata)?)?;
+    for (i, path) in modules.iter().enumerate() {
         writeln!(yaml, "p{i}:\n  module: file://{}", path.display())?;
     }
     let policies = dir.join("twenty.yml");
@@ -154,7 +169,7 @@ fn cpu_us(pid: u32) -> Result<f64> {
 
 /// Sum (milliseconds) and count of the evaluation latency histogram for `policy`, from the
 /// server's Prometheus endpoint.
-fn evaluation_latency(metrics_port: u16, policy: &str) -> Result<(f64, f64)> {
+pub(crate) fn evaluation_latency(metrics_port: u16, policy: &str) -> Result<(f64, f64)> {
     let output = Command::new("curl")
         .args(["-sS", &format!("http://127.0.0.1:{metrics_port}/metrics")])
         .output()
@@ -381,10 +396,15 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     }
 }
 
-pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
+pub(crate) fn require_wrk() -> Result<()> {
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk is missing: apt-get install wrk");
     }
+    Ok(())
+}
+
+pub fn run(root: &Path, seconds: u32, sweep: bool, baseline: Option<&Path>) -> Result<()> {
+    require_wrk()?;
     let binary = build(true)?;
     let dir = cache_root().join("bench");
     prepare_load_dir(&dir)?;
@@ -449,15 +469,15 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
     drop(server);
     let telemetry = crate::bench_telemetry::measure(&binary, &dir, &policies, seconds)?;
 
-    let twenty = twenty_policies(&dir, &fixtures.join("accept-all.wasm"))?;
+    let variants = distinct_variants(&dir, &fixtures.join("accept-all.wasm"), 20)?;
+    let twenty = policies_serving(&dir, &variants)?;
     let _ = std::fs::remove_dir_all(dir.join("compile-cache"));
     let cold = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;
     let warm = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;
     println!("==> a policy edit with 20 policies: restart against in-place reload");
-    let variants: Vec<String> = (0..20)
-        .map(|i| dir.join(format!("variant-{i}.wasm")).display().to_string())
-        .collect();
+    let variants: Vec<String> = variants.iter().map(|p| p.display().to_string()).collect();
     let reload = crate::bench_reload::measure(&binary, &dir, &fixtures, &variants)?;
+    let policies_section = crate::bench_policies::measure(root, &binary, baseline, seconds)?;
 
     let find = |path: &str, c: u32| {
         results
@@ -522,9 +542,12 @@ pub fn run(root: &Path, seconds: u32, sweep: bool) -> Result<()> {
     summary.push_str(&crate::bench_reload::summary(&reload));
     summary.push_str(&crate::bench_telemetry::summary(&telemetry)?);
     let report = if sweep.is_empty() {
-        format!("{table}\n{summary}")
+        format!("{table}\n{summary}\n{policies_section}")
     } else {
-        format!("{table}\n{summary}\n{}", sweep_table(&sweep)?)
+        format!(
+            "{table}\n{summary}\n{}\n{policies_section}",
+            sweep_table(&sweep)?
+        )
     };
     println!("\n{report}");
     let out = crate::cargo::output_dir("bench")?.join("policy-server.md");

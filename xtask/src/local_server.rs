@@ -111,16 +111,8 @@ impl LocalPolicyServer {
 
     /// Peak and current resident memory, in KiB, from /proc.
     pub fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmHWM:"), field("VmRSS:"))
+        let [peak, now] = crate::memory::status_kib(self.child.id(), ["VmHWM:", "VmRSS:"]);
+        (peak, now)
     }
 }
 

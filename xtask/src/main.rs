@@ -3,6 +3,7 @@
 mod bench;
 mod bench_audit;
 mod bench_context;
+mod bench_policies;
 mod bench_reload;
 mod bench_telemetry;
 mod cargo;
@@ -18,6 +19,7 @@ mod go_tool;
 mod helm;
 mod images;
 mod local_server;
+mod memory;
 mod paths;
 mod policies;
 mod preflight;
@@ -82,6 +84,10 @@ enum Command {
         /// /validate/accept-all: throughput, ratio, server CPU and latency at each (policy-server).
         #[arg(long)]
         sweep: bool,
+        /// Another policy-server binary (an earlier build, say) to run the real-world-like
+        /// policies against too, in alternating runs (policy-server, policies).
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
     },
     /// Faults against the real policy-server under steady load: policies that loop, allocate
     /// without bound, trap and overflow their stack, and a certificate rotation. Fails if a
@@ -141,6 +147,9 @@ enum Command {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum BenchTarget {
     PolicyServer,
+    /// Only the real-world-like policies and the memory with many modules (a part of
+    /// `policy-server`).
+    Policies,
     Audit,
     Context,
 }
@@ -197,8 +206,15 @@ fn run(command: Command) -> Result<()> {
             target: BenchTarget::PolicyServer,
             seconds,
             sweep,
+            baseline,
             ..
-        } => bench::run(&repo_root(), seconds, sweep),
+        } => bench::run(&repo_root(), seconds, sweep, baseline.as_deref()),
+        Command::Bench {
+            target: BenchTarget::Policies,
+            seconds,
+            baseline,
+            ..
+        } => bench_policies::run(&repo_root(), seconds, baseline.as_deref()),
         Command::Bench {
             target: BenchTarget::Audit,
             resources,

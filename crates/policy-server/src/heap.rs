@@ -16,8 +16,13 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
 
-/// Pins the trim threshold; call once, at start-up.
+/// Pins the trim threshold; call once, at start-up. An operator's own `MALLOC_TRIM_THRESHOLD_`
+/// (glibc's environment variable for it) wins.
 pub(crate) fn fix_trim_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: mallopt takes two integers and changes glibc's allocator settings under its
