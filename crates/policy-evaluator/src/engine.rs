@@ -91,11 +91,15 @@ impl PolicyEngine {
                 .table_keep_resident(64 * 1024);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        let compile_cache = options
-            .cache_dir
-            .as_ref()
-            .map(|dir| CompileCache::new(dir.clone(), compile_config))
-            .transpose()?;
+        // Without a usable directory modules are compiled in memory on every start: slower
+        // and heavier, but serving.
+        let compile_cache = options.cache_dir.as_ref().and_then(|dir| {
+            CompileCache::new(dir.clone(), compile_config)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "no compile cache: modules are compiled on every start")
+                })
+                .ok()
+        });
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
