@@ -7,35 +7,34 @@ package main
 
 import "unsafe"
 
+// Buffers are passed as unsafe.Pointer, so Go keeps what they point to alive for the call
+// (the host reads or writes them before it returns).
+
 //go:wasmimport wapc __guest_request
-//go:noescape
-func guestRequest(operationPtr, payloadPtr uint32)
+func guestRequest(operation, payload unsafe.Pointer)
 
 //go:wasmimport wapc __guest_response
-//go:noescape
-func guestResponse(ptr, length uint32)
+func guestResponse(response unsafe.Pointer, length uint32)
 
 //go:wasmimport wapc __guest_error
-//go:noescape
-func guestError(ptr, length uint32)
+func guestError(message unsafe.Pointer, length uint32)
 
 //go:wasmimport wapc __host_call
-//go:noescape
 func hostCall(
-	bindingPtr, bindingLen,
-	namespacePtr, namespaceLen,
-	operationPtr, operationLen,
-	payloadPtr, payloadLen uint32) uint32
+	binding unsafe.Pointer, bindingLen uint32,
+	namespace unsafe.Pointer, namespaceLen uint32,
+	operation unsafe.Pointer, operationLen uint32,
+	payload unsafe.Pointer, payloadLen uint32) uint32
 
-func bytesPointer(b []byte) uint32 {
+func bytesPointer(b []byte) unsafe.Pointer {
 	if len(b) == 0 {
-		return 0
+		return nil
 	}
-	return uint32(uintptr(unsafe.Pointer(&b[0])))
+	return unsafe.Pointer(&b[0])
 }
 
-func stringPointer(s string) uint32 {
-	return uint32(uintptr(unsafe.Pointer(unsafe.StringData(s))))
+func stringPointer(s string) unsafe.Pointer {
+	return unsafe.Pointer(unsafe.StringData(s))
 }
 
 // handler answers one operation with its response, or an error for __guest_error.

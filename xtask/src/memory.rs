@@ -88,6 +88,8 @@ fn parse(smaps: &str) -> Result<Vec<Mapping>> {
             let permissions = fields.next().unwrap_or_default().to_string();
             // offset, device, inode, then the path (which may hold spaces).
             let path = fields.skip(3).collect::<Vec<_>>().join(" ");
+            // A file removed while mapped (a pruned compile cache entry) is still that file.
+            let path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_string();
             mappings.push(Mapping {
                 start,
                 end,

@@ -10,7 +10,7 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,
 };
 
-use crate::compile_cache::CompileCache;
+use crate::compile_cache::{self, CompileCache};
 use crate::error::LoadError;
 use crate::module::PolicyModule;
 
@@ -42,6 +42,9 @@ pub struct PoolingOptions {
 
 struct Inner {
     engine: Engine,
+    /// The engine's code-generation settings without its instance allocator: what a
+    /// short-lived compiling engine is made from.
+    compile_config: Config,
     compile_cache: Option<CompileCache>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -94,7 +97,7 @@ impl PolicyEngine {
         // Without a usable directory modules are compiled in memory on every start: slower
         // and heavier, but serving.
         let compile_cache = options.cache_dir.as_ref().and_then(|dir| {
-            CompileCache::new(dir.clone(), compile_config)
+            CompileCache::new(dir.clone())
                 .inspect_err(|error| {
                     tracing::warn!(%error, "no compile cache: modules are compiled on every start")
                 })
@@ -119,6 +122,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             inner: Arc::new(Inner {
                 engine,
+                compile_config,
                 compile_cache,
                 stop_ticker,
             }),
@@ -129,12 +133,16 @@ impl PolicyEngine {
         &self.inner.engine
     }
 
-    /// Compiles `wasm`, or maps it from the compile cache when there is one.
+    /// Maps `wasm` compiled from the compile cache when there is one; compiles it (in a
+    /// short-lived engine, see [`crate::compile_cache`]) otherwise.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Module, LoadError> {
-        match &self.inner.compile_cache {
-            Some(cache) => cache.module(&self.inner.engine, wasm),
-            None => Module::new(&self.inner.engine, wasm)
-                .map_err(|e| LoadError::Compile(format!("{e:#}"))),
+        let inner = &self.inner;
+        match &inner.compile_cache {
+            Some(cache) => cache.module(&inner.engine, &inner.compile_config, wasm),
+            None => compile_cache::from_compiled(
+                &inner.engine,
+                &compile_cache::compile_isolated(&inner.compile_config, wasm)?,
+            ),
         }
     }
 

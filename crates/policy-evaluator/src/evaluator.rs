@@ -590,15 +590,23 @@ fn len_arg(len: usize) -> Result<i32, EvaluationError> {
 
 /// Runs the initialisers a guest exports, in the order upstream does: `_start` (TinyGo and Go
 /// runtimes), then `wapc_init` (Rust SDK). A `_start` that ends with `proc_exit(0)` succeeded.
-/// Beyond upstream, a WASI reactor's `_initialize` runs where `_start` would: standard Go
-/// (`-buildmode=c-shared` with `go:wasmexport`) starts its runtime there, and a reactor never
-/// exports `_start`.
+/// Beyond upstream, a WASI reactor's `_initialize` (without a `_start`, and taking and
+/// returning nothing, as WASI defines it) runs where `_start` would: standard Go
+/// (`-buildmode=c-shared` with `go:wasmexport`) starts its runtime there; Rust reactors run
+/// their static constructors.
 fn run_start_functions(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<()> {
+    let has_start = instance.get_func(&mut *store, "_start").is_some();
     for name in ["_start", "_initialize", "wapc_init"] {
         // Look the export up before typing it: a missing export would otherwise build an
         // error value per evaluation (with a backtrace when RUST_BACKTRACE is set).
-        if instance.get_func(&mut *store, name).is_none() {
+        let Some(export) = instance.get_func(&mut *store, name) else {
             continue;
+        };
+        if name == "_initialize" {
+            let signature = export.ty(&*store);
+            if has_start || signature.params().len() != 0 || signature.results().len() != 0 {
+                continue;
+            }
         }
         let function = instance.get_typed_func::<(), ()>(&mut *store, name)?;
         if let Err(err) = function.call(&mut *store, ()) {

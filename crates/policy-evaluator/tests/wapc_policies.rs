@@ -443,6 +443,29 @@ fn compiled_modules_are_cached_on_disk() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A cache directory that cannot be made (a file stands where it would go) leaves modules
+/// compiled in memory: loading and evaluating still work.
+#[test]
+fn an_unusable_compile_cache_directory_compiles_in_memory() {
+    let blocker = std::env::temp_dir().join(format!("kw-not-a-dir-{}", std::process::id()));
+    std::fs::write(&blocker, "a file").expect("file");
+    let options = EngineOptions {
+        cache_dir: Some(blocker.join("compile-cache")),
+        ..Default::default()
+    };
+    let module = PolicyEngine::new(&options)
+        .expect("the engine starts without its cache")
+        .load(&fixture("reject-by-label"))
+        .expect("load");
+    let mut config = EvaluatorSettings::new("uncached");
+    config.settings = Some(json!({"denied_labels": ["forbidden"]}));
+    let verdict = PolicyEvaluator::new(Arc::new(module), config)
+        .validate(&pod_request(json!({"forbidden": "yes"})))
+        .expect("evaluates");
+    assert!(!verdict.allowed);
+    let _ = std::fs::remove_file(&blocker);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

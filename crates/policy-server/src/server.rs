@@ -423,7 +423,8 @@ impl PolicyServer {
         let (next, summary) = self.loader.load(config, &current).await?;
         self.state.policies.store(Arc::new(next));
         drop(current);
-        crate::heap::release_freed_memory();
+        // It walks every arena under its lock: not on the runtime's threads.
+        tokio::task::spawn_blocking(crate::heap::release_freed_memory);
         Ok(summary)
     }
 
