@@ -79,24 +79,41 @@ const OPA_REJECT_BY_LABEL: Fixture = Fixture {
     what: "Rego, OPA mode (0.1 MB)",
 };
 
+const JAVASCRIPT: Fixture = Fixture {
+    id: "js-quickjs",
+    module: "js-quickjs",
+    settings: "{allowedRegistries: [registry.example.com/]}",
+    what: "JavaScript on QuickJS, a WASI command (1.0 MB): a fresh instance per request, as for every WASI policy",
+};
+
 /// Measured under load, each in a server of its own.
-const UNDER_LOAD: [&Fixture; 6] = [
+const UNDER_LOAD: [&Fixture; 7] = [
     &ACCEPT_ALL,
     &SAFE_LABELS,
     &POD_SECURITY,
+    &JAVASCRIPT,
     &GO_QUIET,
     &GO_LOGGING,
     &GO_LOGGING_INFO,
 ];
 
-/// The kinds whose idle modules are counted, and the mix of the 20-module server (four
-/// distinct modules of each).
+/// The mix of the 20-module server (four distinct modules of each).
 const KINDS: [&Fixture; 5] = [
     &SAFE_LABELS,
     &POD_SECURITY,
     &GO_QUIET,
     &REJECT_BY_LABEL,
     &OPA_REJECT_BY_LABEL,
+];
+
+/// The kinds whose idle modules are counted.
+const IDLE_KINDS: [&Fixture; 6] = [
+    &SAFE_LABELS,
+    &POD_SECURITY,
+    &GO_QUIET,
+    &REJECT_BY_LABEL,
+    &OPA_REJECT_BY_LABEL,
+    &JAVASCRIPT,
 ];
 
 /// The same without the standard-Go kind (whose modules are 3 MB each).
@@ -287,7 +304,7 @@ fn idle_module_cost(
     dir: &Path,
 ) -> Result<Vec<(&'static Fixture, f64)>> {
     let mut costs = Vec::new();
-    for kind in KINDS {
+    for kind in IDLE_KINDS {
         let variants = distinct_variants(
             dir,
             &fixtures_dir(root).join(format!("{}.wasm", kind.module)),

@@ -1,6 +1,11 @@
 //! `cargo xtask policies`: builds the test policies in `policies/` (Rust waPC guests, Go WASI
-//! commands and Rego for the OPA and Gatekeeper modes) and writes them, annotated with their
-//! metadata section, to `crates/policy-evaluator/tests/fixtures/`.
+//! commands and a Go waPC reactor, JavaScript on QuickJS as a WASI command, and Rego for the
+//! OPA and Gatekeeper modes) and writes them, annotated with their metadata section, to
+//! `crates/policy-evaluator/tests/fixtures/`.
+//!
+//! The JavaScript guest is compiled with zig (PyPI's `ziglang`) from QuickJS's C sources
+//! (quickjs-ng, from the PyPI sdist of its Python binding, checked by SHA-256): Javy itself
+//! cannot be built here.
 //!
 //! Rego is compiled by `opa build -t wasm`, with opa built from its Go module (once).
 //!
@@ -9,7 +14,7 @@
 //! the crates.io index here, so dependencies are vendored first with the rustup cargo.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -101,6 +106,101 @@ const REGO_POLICIES: &[RegoPolicy] = &[
     ),
 ];
 
+/// The JavaScript guest, by directory: `main.c` (the WASI command) and `policy.js`.
+const JS_POLICY: &str = "js-quickjs";
+const ZIG: &str = "ziglang==0.14.1";
+const QUICKJS: &str = "quickjs-ng==0.17.0.2";
+const QUICKJS_SDIST: &str = "quickjs_ng-0.17.0.2";
+const QUICKJS_SDIST_SHA256: &str =
+    "43d2e48272208721a7aaea8e3f02d4b9318f12ef20cc4f5421b59d9a470706ef";
+/// QuickJS's own sources, in the sdist's `upstream-quickjs/`.
+const QUICKJS_SOURCES: [&str; 4] = ["quickjs.c", "libregexp.c", "libunicode.c", "dtoa.c"];
+
+/// Compiles `policies/js-quickjs` to a WASI command: QuickJS and `main.c`, with `policy.js`
+/// embedded as a C array.
+fn build_js_policy(workspace: &Path, target_dir: &Path) -> Result<PathBuf> {
+    let tools = cache_root().join("tools");
+    let zig_dir = tools.join(ZIG.replace("==", "-"));
+    let zig = zig_dir.join("ziglang").join("zig");
+    if !zig.is_file() {
+        run_step(
+            &format!("installing zig from PyPI ({ZIG})"),
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+                .arg(&zig_dir)
+                .arg(ZIG),
+        )?;
+    }
+    let sources = tools.join(QUICKJS_SDIST);
+    let tarball = sources.join(format!("{QUICKJS_SDIST}.tar.gz"));
+    if !tarball.is_file() {
+        run_step(
+            &format!("downloading QuickJS's C sources (the {QUICKJS} sdist from PyPI)"),
+            Command::new("python3")
+                .args(["-m", "pip", "download", "--quiet", "--no-deps"])
+                .args(["--no-binary", ":all:", "-d"])
+                .arg(&sources)
+                .arg(QUICKJS),
+        )?;
+    }
+    let digest = Command::new("sha256sum")
+        .arg(&tarball)
+        .output()
+        .context("running sha256sum")?;
+    let digest = String::from_utf8_lossy(&digest.stdout);
+    if digest.split_whitespace().next() != Some(QUICKJS_SDIST_SHA256) {
+        bail!(
+            "{} has SHA-256 {digest}, not {QUICKJS_SDIST_SHA256}: remove it to download it again",
+            tarball.display()
+        );
+    }
+    run_step(
+        "extracting QuickJS",
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&sources),
+    )?;
+    let quickjs = sources.join(QUICKJS_SDIST).join("upstream-quickjs");
+    let out_dir = target_dir.join(JS_POLICY);
+    fs::create_dir_all(&out_dir)?;
+    let script_path = workspace.join(JS_POLICY).join("policy.js");
+    let script =
+        fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
+    let bytes: Vec<String> = script.iter().map(u8::to_string).collect();
+    fs::write(
+        out_dir.join("policy_js.h"),
+        format!(
+            "static const unsigned char policy_js[] = {{{}}};\nstatic const unsigned int policy_js_len = {};\n",
+            bytes.join(","),
+            script.len()
+        ),
+    )?;
+    let wasm = out_dir.join(format!("{JS_POLICY}.wasm"));
+    run_step(
+        &format!("compiling {JS_POLICY} with zig cc (QuickJS, wasm32-wasi)"),
+        Command::new(&zig)
+            .args([
+                "cc",
+                "-target",
+                "wasm32-wasi",
+                "-O2",
+                "-g0",
+                "-Wl,--strip-all",
+            ])
+            .args(["-DNDEBUG", "-D_GNU_SOURCE"])
+            .arg(format!("-I{}", quickjs.display()))
+            .arg(format!("-I{}", out_dir.display()))
+            .arg(workspace.join(JS_POLICY).join("main.c"))
+            .args(QUICKJS_SOURCES.map(|source| quickjs.join(source)))
+            .arg("-lm")
+            .arg("-o")
+            .arg(&wasm),
+    )?;
+    Ok(wasm)
+}
+
 pub fn run(root: &Path) -> Result<()> {
     for tool in [DEBIAN_RUSTC, DEBIAN_CARGO] {
         if !Path::new(tool).is_file() {
@@ -180,6 +280,11 @@ pub fn run(root: &Path) -> Result<()> {
         )?;
         built.push((name, name, wasm));
     }
+    built.push((
+        JS_POLICY,
+        JS_POLICY,
+        build_js_policy(&workspace, &target_dir)?,
+    ));
     let opa = crate::go_tool::OPA.ensure()?;
     for policy in REGO_POLICIES {
         let out_dir = target_dir.join("rego").join(policy.fixture);

@@ -1,5 +1,6 @@
-//! WASI-mode policies: a Go `GOOS=wasip1` command built from `policies/wasi-go`, run with argv,
-//! stdin and stdout as upstream's policy-server runs them.
+//! WASI-mode policies: a Go `GOOS=wasip1` command built from `policies/wasi-go`, and
+//! JavaScript run by QuickJS (`policies/js-quickjs`, the shape of a Javy policy), run with
+//! argv, stdin and stdout as upstream's policy-server runs them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -79,4 +80,59 @@ fn wasi_policies_have_no_wapc_operations() {
         .protocol_version()
         .expect_err("not waPC");
     assert!(matches!(err, EvaluationError::InvalidRequest(_)), "{err}");
+}
+
+/// JavaScript on QuickJS compiled to a WASI command: the script gets stdin's text and answers
+/// the verdict's JSON text; a script that throws is an evaluation error.
+#[test]
+fn javascript_policy_on_quickjs_gives_verdicts() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let wasm = std::fs::read(fixtures.join("js-quickjs.wasm")).expect("fixture");
+    let engine = PolicyEngine::new(&EngineOptions::default()).expect("engine");
+    let module = Arc::new(engine.load(&wasm).expect("loads"));
+    assert_eq!(module.metadata().execution_mode, ExecutionMode::Wasi);
+    let policy = |settings: Value| {
+        let mut config = EvaluatorSettings::new("js-quickjs");
+        config.settings = Some(settings);
+        PolicyEvaluator::new(module.clone(), config)
+    };
+    let review: Value = serde_json::from_slice(
+        &std::fs::read(fixtures.join("requests/deployment-pod.json")).expect("request fixture"),
+    )
+    .expect("request fixture is JSON");
+    let pinned = policy(json!({"allowedRegistries": ["registry.example.com/"]}));
+    assert!(pinned.validate_settings().expect("settings").valid);
+    assert!(
+        pinned
+            .validate(&review["request"])
+            .expect("evaluates")
+            .allowed
+    );
+
+    let mut latest = review["request"].clone();
+    latest["object"]["spec"]["containers"][1]["image"] = json!("docker.io/library/busybox:latest");
+    let rejected = pinned.validate(&latest).expect("evaluates");
+    assert!(!rejected.allowed);
+    assert_eq!(
+        rejected.status.and_then(|s| s.message).as_deref(),
+        Some("image docker.io/library/busybox:latest has no pinned tag")
+    );
+    latest["object"]["spec"]["containers"][1]["image"] = json!("docker.io/library/busybox:1.37");
+    let rejected = pinned.validate(&latest).expect("evaluates");
+    assert_eq!(
+        rejected.status.and_then(|s| s.message).as_deref(),
+        Some(
+            "image docker.io/library/busybox:1.37 is not from an allowed registry (registry.example.com/)"
+        )
+    );
+
+    let invalid = policy(json!({"allowedRegistries": "registry.example.com/"}));
+    let answer = invalid.validate_settings().expect("settings");
+    assert!(!answer.valid);
+    assert_eq!(
+        answer.message.as_deref(),
+        Some("allowedRegistries must be a list of strings")
+    );
+    // The script throws on a request that is not JSON-shaped as it expects.
+    assert!(invalid.validate(&review["request"]).is_err());
 }
