@@ -125,15 +125,26 @@ pub(crate) fn distinct_variants(dir: &Path, fixture: &Path, count: usize) -> Res
         .collect()
 }
 
-/// A policies.yml serving `modules`, as `p0`, `p1`, ….
-fn policies_serving(dir: &Path, modules: &[PathBuf]) -> Result<PathBuf> {
+/// A policy of a policies.yml written by [`policies_file`]: id, module, and the YAML of its
+/// settings (none: no `settings:` key).
+pub(crate) type PolicyEntry<'a> = (String, PathBuf, Option<&'a str>);
+
+/// Writes `dir/<name>.yml` serving `entries`.
+pub(crate) fn policies_file(
+    dir: &Path,
+    name: &str,
+    entries: &[PolicyEntry<'_>],
+) -> Result<PathBuf> {
     let mut yaml = String::new();
-    for (i, path) in modules.iter().enumerate() {
-        writeln!(yaml, "p{i}:\n  module: file://{}", path.display())?;
+    for (id, module, settings) in entries {
+        writeln!(yaml, "{id}:\n  module: file://{}", module.display())?;
+        if let Some(settings) = settings {
+            writeln!(yaml, "  settings: {settings}")?;
+        }
     }
-    let policies = dir.join("twenty.yml");
-    std::fs::write(&policies, yaml)?;
-    Ok(policies)
+    let path = dir.join(format!("{name}.yml"));
+    std::fs::write(&path, yaml)?;
+    Ok(path)
 }
 
 /// Empties `dir` and writes what a wrk run against a local policy-server needs: TLS files for
@@ -470,7 +481,12 @@ pub fn run(root: &Path, seconds: u32, sweep: bool, baseline: Option<&Path>) -> R
     let telemetry = crate::bench_telemetry::measure(&binary, &dir, &policies, seconds)?;
 
     let variants = distinct_variants(&dir, &fixtures.join("accept-all.wasm"), 20)?;
-    let twenty = policies_serving(&dir, &variants)?;
+    let entries: Vec<PolicyEntry<'_>> = variants
+        .iter()
+        .enumerate()
+        .map(|(i, path)| (format!("p{i}"), path.clone(), None))
+        .collect();
+    let twenty = policies_file(&dir, "twenty", &entries)?;
     let _ = std::fs::remove_dir_all(dir.join("compile-cache"));
     let cold = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;
     let warm = LocalPolicyServer::start(&binary, &dir, &twenty, &[])?.startup;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::bench::{
-    LoadResult, distinct_variants, evaluation_latency, median, median_result, prepare_load_dir,
-    wrk, wrk_with_server_cpu,
+    LoadResult, PolicyEntry, distinct_variants, evaluation_latency, median, median_result,
+    policies_file, prepare_load_dir, wrk, wrk_with_server_cpu,
 };
 use crate::local_server::{LocalPolicyServer, free_port, post_insecure};
 use crate::memory::MemoryBreakdown;
@@ -176,20 +176,6 @@ fn start(
     Ok(server)
 }
 
-fn policies_file(dir: &Path, name: &str, entries: &[(String, PathBuf, &str)]) -> Result<PathBuf> {
-    let mut yaml = String::new();
-    for (id, module, settings) in entries {
-        writeln!(
-            yaml,
-            "{id}:\n  module: file://{}\n  settings: {settings}",
-            module.display()
-        )?;
-    }
-    let path = dir.join(format!("{name}.yml"));
-    std::fs::write(&path, yaml)?;
-    Ok(path)
-}
-
 fn measure_fixture(
     root: &Path,
     binary: &Path,
@@ -202,7 +188,7 @@ fn measure_fixture(
     let policies = policies_file(
         dir,
         fixture.id,
-        &[(fixture.id.to_string(), module, fixture.settings)],
+        &[(fixture.id.to_string(), module, Some(fixture.settings))],
     )?;
     let metrics_port = free_port()?;
     let _ = std::fs::remove_dir_all(dir.join("compile-cache"));
@@ -310,10 +296,10 @@ fn idle_module_cost(
             &fixtures_dir(root).join(format!("{}.wasm", kind.module)),
             IDLE_MODULES,
         )?;
-        let entries: Vec<(String, PathBuf, &str)> = variants
+        let entries: Vec<PolicyEntry<'_>> = variants
             .into_iter()
             .enumerate()
-            .map(|(i, path)| (format!("{}-{i}", kind.id), path, kind.settings))
+            .map(|(i, path)| (format!("{}-{i}", kind.id), path, Some(kind.settings)))
             .collect();
         let one = policies_file(dir, "idle-one", &entries[..1])?;
         let all = policies_file(dir, "idle-all", &entries)?;
@@ -363,7 +349,7 @@ fn twenty_modules(
             20 / kinds.len(),
         )?;
         for (i, path) in variants.into_iter().enumerate() {
-            entries.push((format!("{}-{i}", kind.id), path, kind.settings));
+            entries.push((format!("{}-{i}", kind.id), path, Some(kind.settings)));
         }
     }
     let policies = policies_file(dir, "mix-of-twenty", &entries)?;
