@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,
@@ -12,10 +11,7 @@ use wasmtime::{
 
 use crate::compile_cache::{self, CompileCache};
 use crate::error::LoadError;
-use crate::module::PolicyModule;
-
-/// How often the engine's epoch advances; deadlines are counted in these ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(100);
+use crate::limits::EPOCH_TICK;
 
 /// Memory of a pooled instance slot kept mapped between evaluations.
 const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
@@ -129,10 +125,6 @@ impl PolicyEngine {
         })
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
-    }
-
     /// Maps `wasm` compiled from the compile cache when there is one; compiles it (in a
     /// short-lived engine, see [`crate::compile_cache`]) otherwise.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Module, LoadError> {
@@ -145,27 +137,4 @@ impl PolicyEngine {
             ),
         }
     }
-
-    /// Reads a module's metadata, compiles it (or takes it from the cache) and prepares it for
-    /// instantiation.
-    pub fn load(&self, wasm: &[u8]) -> Result<PolicyModule, LoadError> {
-        PolicyModule::new(self.clone(), wasm)
-    }
-
-    /// [`load`](Self::load), running the module as `metadata` says instead of as its own
-    /// metadata section does (which it need not have): a module tried out with an execution
-    /// mode given by hand.
-    pub fn load_with_metadata(
-        &self,
-        wasm: &[u8],
-        metadata: crate::metadata::Metadata,
-    ) -> Result<PolicyModule, LoadError> {
-        PolicyModule::with_metadata(self.clone(), wasm, metadata)
-    }
-}
-
-/// Ticks to allow for `timeout`: rounded up, plus one for the tick already under way.
-pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
 }

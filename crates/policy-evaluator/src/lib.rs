@@ -18,6 +18,9 @@
 //!   mode, mutation permission and custom message.
 //! - [`host`]: host capabilities and their grants.
 //! - [`limits`]: deadline and memory cap of each evaluation.
+//! - `runtime` (private): one module per way of running a module (waPC, WASI, Rego on OPA's
+//!   ABI) behind one trait; a module is linked once for its execution mode and each evaluator
+//!   picks its runtime once.
 //!
 //! Execution modes: `kubewarden-wapc` guests, `wasi` commands, and Rego compiled by
 //! `opa build -t wasm` in the `opa` and `gatekeeper` modes (OPA's WebAssembly ABI, with the
@@ -64,15 +67,13 @@ pub mod limits;
 /// read or write it (xtask, kwctl) need not compile the WebAssembly runtime.
 pub use api_types::metadata;
 mod module;
-mod opa;
 pub mod response;
 mod reuse;
-mod wapc;
-mod wasi_stdin;
+mod runtime;
 
-pub use engine::{EPOCH_TICK, EngineOptions, PolicyEngine, PoolingOptions};
+pub use engine::{EngineOptions, PolicyEngine, PoolingOptions};
 pub use error::{EvaluationError, LoadError};
 pub use evaluator::{EvaluatorSettings, PolicyEvaluator};
-pub use limits::EvaluationLimits;
+pub use limits::{EPOCH_TICK, EvaluationLimits};
 pub use module::PolicyModule;
 pub use reuse::MAX_REUSED_MEMORY_BYTES;

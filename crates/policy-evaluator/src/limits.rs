@@ -4,6 +4,15 @@ use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 
+/// How often the engine's epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(100);
+
+/// Ticks to allow for `timeout`: rounded up, plus one for the tick already under way.
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+}
+
 /// Memory a policy instance may use unless told otherwise.
 pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 256 * 1024 * 1024;
 /// Evaluation time a policy gets unless told otherwise (upstream `--policy-timeout`).

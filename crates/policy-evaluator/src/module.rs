@@ -1,29 +1,21 @@
 //! A compiled policy module, ready to be instantiated.
 
 use sha2::{Digest, Sha256};
-use wasmtime::InstancePre;
 
 use crate::engine::PolicyEngine;
 use crate::error::LoadError;
-use crate::metadata::{ExecutionMode, Metadata};
-use crate::opa::OpaModule;
-use crate::wapc::{self, HostState};
+use crate::metadata::Metadata;
+use crate::runtime::{self, Linked};
 
 /// A module whose metadata was checked, compiled once and linked against the host: every
 /// evaluation instantiates it afresh from here.
 pub struct PolicyModule {
-    pub(crate) engine: PolicyEngine,
-    pub(crate) runtime: Runtime,
+    /// Held so that the engine's epoch ticker, which enforces this module's deadlines, runs
+    /// as long as the module can be evaluated.
+    _engine: PolicyEngine,
+    linked: Linked,
     metadata: Metadata,
     digest: String,
-}
-
-/// How a module is linked, by execution mode.
-pub(crate) enum Runtime {
-    /// waPC guests and WASI commands: WASI preview 1 plus the `wapc` imports.
-    Wasm(InstancePre<HostState>),
-    /// Rego compiled by OPA (`opa` and `gatekeeper` modes).
-    Opa(OpaModule),
 }
 
 impl std::fmt::Debug for PolicyModule {
@@ -35,43 +27,34 @@ impl std::fmt::Debug for PolicyModule {
     }
 }
 
-impl PolicyModule {
-    pub(crate) fn new(engine: PolicyEngine, wasm: &[u8]) -> Result<Self, LoadError> {
+impl PolicyEngine {
+    /// Reads a module's metadata, compiles it (or takes it from the cache) and prepares it for
+    /// instantiation.
+    pub fn load(&self, wasm: &[u8]) -> Result<PolicyModule, LoadError> {
         let metadata = Metadata::required_from_module(wasm)?;
-        Self::with_metadata(engine, wasm, metadata)
+        self.load_with_metadata(wasm, metadata)
     }
 
-    /// A module run as `metadata` says, whatever its own metadata section holds (none, or
-    /// another execution mode): what `kwctl run --execution-mode` needs.
-    pub(crate) fn with_metadata(
-        engine: PolicyEngine,
+    /// [`load`](Self::load), running the module as `metadata` says instead of as its own
+    /// metadata section does (which it need not have): a module tried out with an execution
+    /// mode given by hand.
+    pub fn load_with_metadata(
+        &self,
         wasm: &[u8],
         metadata: Metadata,
-    ) -> Result<Self, LoadError> {
-        let module = engine.compile(wasm)?;
-        let runtime = match metadata.execution_mode {
-            ExecutionMode::KubewardenWapc | ExecutionMode::Wasi => {
-                let linker =
-                    wapc::linker(engine.engine()).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-                Runtime::Wasm(
-                    linker
-                        .instantiate_pre(&module)
-                        .map_err(|e| LoadError::Link(format!("{e:#}")))?,
-                )
-            }
-            ExecutionMode::Opa | ExecutionMode::Gatekeeper => {
-                Runtime::Opa(OpaModule::new(&engine, module)?)
-            }
-        };
-        let digest = format!("sha256:{:x}", Sha256::digest(wasm));
+    ) -> Result<PolicyModule, LoadError> {
+        let module = self.compile(wasm)?;
+        let linked = runtime::link(module, metadata.execution_mode)?;
         Ok(PolicyModule {
-            engine,
-            runtime,
+            _engine: self.clone(),
+            linked,
             metadata,
-            digest,
+            digest: format!("sha256:{:x}", Sha256::digest(wasm)),
         })
     }
+}
 
+impl PolicyModule {
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
@@ -79,5 +62,10 @@ impl PolicyModule {
     /// `sha256:<hex>` of the module bytes.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The module linked for its execution mode.
+    pub(crate) fn linked(&self) -> &Linked {
+        &self.linked
     }
 }

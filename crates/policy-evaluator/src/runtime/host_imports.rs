@@ -10,9 +10,9 @@ use std::sync::Arc;
 use wasmtime::{Caller, Engine, Extern, Linker, Memory};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use super::wasi_stdin::GrowingStdin;
 use crate::host::{self, HostCapabilities};
 use crate::limits::MemoryLimiter;
-use crate::wasi_stdin::GrowingStdin;
 
 /// The state of one in-flight call.
 #[derive(Debug, Default)]

@@ -24,9 +24,8 @@ use wasmtime::{
     TypedFunc,
 };
 
-use crate::engine::{PolicyEngine, deadline_ticks};
 use crate::error::{EvaluationError, LoadError, classify};
-use crate::limits::{EvaluationLimits, MemoryLimiter};
+use crate::limits::{EvaluationLimits, MemoryLimiter, deadline_ticks};
 use crate::reuse::Reusable;
 
 pub(crate) use builtins::Builtin;
@@ -77,7 +76,8 @@ const DEFAULT_MEMORY_PAGES: u64 = 5;
 impl OpaModule {
     /// Links `module` and checks, in a throw-away instance, that it has an entrypoint 0 and
     /// that every built-in it needs is provided here.
-    pub(crate) fn new(engine: &PolicyEngine, module: Module) -> Result<Self, LoadError> {
+    pub(crate) fn new(module: Module) -> Result<Self, LoadError> {
+        let engine = module.engine().clone();
         let memory_type = module
             .imports()
             .find_map(
@@ -87,7 +87,7 @@ impl OpaModule {
                 },
             )
             .unwrap_or_else(|| MemoryType::new64(DEFAULT_MEMORY_PAGES, None));
-        let linker = linker(engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let linker = linker(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let mut opa = OpaModule {
             module,
             linker,
@@ -95,7 +95,7 @@ impl OpaModule {
             builtins: Arc::from(Vec::new()),
         };
         let mut store = Store::new(
-            engine.engine(),
+            &engine,
             OpaState {
                 limiter: MemoryLimiter::new(crate::limits::DEFAULT_MEMORY_LIMIT_BYTES),
                 builtins: opa.builtins.clone(),
@@ -155,13 +155,12 @@ impl OpaModule {
     /// A new instance in a store of its own, with `data` loaded: ready for evaluations.
     pub(crate) fn instance(
         &self,
-        engine: &wasmtime::Engine,
         limits: &EvaluationLimits,
         policy_id: Arc<str>,
         data: &impl Serialize,
     ) -> Result<OpaInstance, EvaluationError> {
         let state = OpaState::new(MemoryLimiter::new(limits.memory_bytes), self, policy_id);
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(self.module.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(limits.timeout.map_or(u64::MAX, deadline_ticks));
         let prepared = (|| -> wasmtime::Result<(Abi, i32, i32, i32)> {
@@ -416,8 +415,8 @@ fn resolve_builtins(needed: &Value) -> Result<Vec<Option<Builtin>>, LoadError> {
 }
 
 /// The imports every OPA module may use besides its memory.
-fn linker(engine: &PolicyEngine) -> wasmtime::Result<Linker<OpaState>> {
-    let mut linker = Linker::new(engine.engine());
+fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<OpaState>> {
+    let mut linker = Linker::new(engine);
     linker.func_wrap(
         "env",
         "opa_abort",
