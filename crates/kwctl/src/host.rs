@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use policy_evaluator::host::{HostCapabilities, KindObjects};
+use policy_evaluator::host::{Capability, HostCapabilities, KindObjects};
 use policy_server::capabilities::kubernetes::{KindRef, KubernetesContext};
 use policy_server::capabilities::{ContextGrants, ServerCapabilities, not_granted};
 use policy_server::fetch::Fetcher;
@@ -99,12 +99,10 @@ impl HostCapabilities for Live {
     fn call(
         &self,
         policy_id: &str,
-        namespace: &str,
-        operation: &str,
+        capability: Capability,
         payload: &[u8],
     ) -> Result<Vec<u8>, String> {
-        self.capabilities()
-            .call(policy_id, namespace, operation, payload)
+        self.capabilities().call(policy_id, capability, payload)
     }
 
     fn context_objects(&self, policy_id: &str) -> Result<Vec<KindObjects>, String> {
@@ -164,12 +162,11 @@ impl HostCapabilities for Recorder {
     fn call(
         &self,
         policy_id: &str,
-        namespace: &str,
-        operation: &str,
+        capability: Capability,
         payload: &[u8],
     ) -> Result<Vec<u8>, String> {
-        let answer = self.inner.call(policy_id, namespace, operation, payload);
-        if let Ok(Some(request)) = session::request_of(namespace, operation, payload) {
+        let answer = self.inner.call(policy_id, capability, payload);
+        if let Ok(Some(request)) = session::request_of(capability, payload) {
             self.record(&request, &answer);
         }
         answer
@@ -238,11 +235,10 @@ impl HostCapabilities for Replayer {
     fn call(
         &self,
         policy_id: &str,
-        namespace: &str,
-        operation: &str,
+        capability: Capability,
         payload: &[u8],
     ) -> Result<Vec<u8>, String> {
-        if namespace == "kubernetes" && operation != "can_i" {
+        if capability.namespace() == "kubernetes" && capability != Capability::KubernetesCanI {
             // Grants are checked before a call reaches the host, recorded or not.
             let kind: KindRef = serde_json::from_slice(payload)
                 .map_err(|e| format!("invalid request payload: {e}"))?;
@@ -250,9 +246,9 @@ impl HostCapabilities for Replayer {
                 return Err(not_granted(&kind));
             }
         }
-        match session::request_of(namespace, operation, payload)? {
+        match session::request_of(capability, payload)? {
             Some(request) => self.answer(&request),
-            None => self.local.call(policy_id, namespace, operation, payload),
+            None => self.local.call(policy_id, capability, payload),
         }
     }
 

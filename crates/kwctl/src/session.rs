@@ -23,6 +23,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use api_types::capabilities::Capability;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
@@ -112,20 +113,16 @@ pub fn list_all_request(api_version: &str, kind: &str) -> Yaml {
 
 /// The upstream request a host call is. `None` for calls that never leave the host
 /// (`crypto/*`: certificate checks), which upstream does not record either.
-pub fn request_of(
-    namespace: &str,
-    operation: &str,
-    payload: &[u8],
-) -> Result<Option<Yaml>, String> {
-    if namespace == "crypto" || namespace == "tracing" {
+pub fn request_of(capability: Capability, payload: &[u8]) -> Result<Option<Yaml>, String> {
+    if capability == Capability::CryptoIsCertificateTrusted {
         return Ok(None);
     }
     let query: Json =
         serde_json::from_slice(payload).map_err(|e| format!("invalid request payload: {e}"))?;
     let field = |name: &str| yaml(&query[name]);
     let flag = |name: &str| Yaml::Bool(query[name].as_bool().unwrap_or(false));
-    let request = match (namespace, operation) {
-        ("kubernetes", "list_resources_all") => tagged(
+    let request = match capability {
+        Capability::KubernetesListResourcesAll => tagged(
             "KubernetesListResourceAll",
             vec![
                 ("api_version", field("api_version")),
@@ -134,7 +131,7 @@ pub fn request_of(
                 ("field_selector", field("field_selector")),
             ],
         ),
-        ("kubernetes", "list_resources_by_namespace") => tagged(
+        Capability::KubernetesListResourcesByNamespace => tagged(
             "KubernetesListResourceNamespace",
             vec![
                 ("api_version", field("api_version")),
@@ -144,7 +141,7 @@ pub fn request_of(
                 ("field_selector", field("field_selector")),
             ],
         ),
-        ("kubernetes", "get_resource") => tagged(
+        Capability::KubernetesGetResource => tagged(
             "KubernetesGetResource",
             vec![
                 ("api_version", field("api_version")),
@@ -154,7 +151,7 @@ pub fn request_of(
                 ("disable_cache", flag("disable_cache")),
             ],
         ),
-        ("kubernetes", "can_i") => {
+        Capability::KubernetesCanI => {
             // Upstream records the SubjectAccessReview it sends to the API server.
             let review = &query["subject_access_review"];
             let review = serde_json::json!({
@@ -175,12 +172,12 @@ pub fn request_of(
                 ],
             )
         }
-        ("oci", "v1/manifest_digest") => tagged("OciManifestDigest", vec![("image", yaml(&query))]),
-        ("oci", "v1/oci_manifest") => tagged("OciManifest", vec![("image", yaml(&query))]),
-        ("oci", "v1/oci_manifest_config") => {
+        Capability::OciManifestDigest => tagged("OciManifestDigest", vec![("image", yaml(&query))]),
+        Capability::OciManifest => tagged("OciManifest", vec![("image", yaml(&query))]),
+        Capability::OciManifestConfig => {
             tagged("OciManifestAndConfig", vec![("image", yaml(&query))])
         }
-        ("oci", "v1/verify") => match query.as_object() {
+        Capability::OciVerifyV1 => match query.as_object() {
             // Externally tagged: `{"SigstorePubKeyVerify": {...}}`.
             Some(map) if map.len() == 1 => {
                 let (tag, fields) = map.iter().next().ok_or("empty verify request")?;
@@ -191,7 +188,7 @@ pub fn request_of(
             }
             _ => return Err("invalid oci/v1/verify request".into()),
         },
-        ("oci", "v2/verify") => {
+        Capability::OciVerifyV2 => {
             // Tagged by `type`.
             let mut fields = query.clone();
             let tag = fields
@@ -204,8 +201,8 @@ pub fn request_of(
                 value: yaml(&fields),
             }))
         }
-        ("net", "v1/dns_lookup_host") => tagged("DNSLookupHost", vec![("host", yaml(&query))]),
-        _ => return Ok(None),
+        Capability::NetDnsLookupHost => tagged("DNSLookupHost", vec![("host", yaml(&query))]),
+        Capability::CryptoIsCertificateTrusted => return Ok(None),
     };
     Ok(Some(request))
 }
@@ -299,6 +296,10 @@ impl Replay {
 mod tests {
     use super::*;
 
+    fn capability(namespace: &str, operation: &str) -> Capability {
+        Capability::parse(namespace, operation).expect("a capability")
+    }
+
     /// A file as upstream's kwctl records it.
     const UPSTREAM: &str = r#"- type: Exchange
   request: |
@@ -330,9 +331,12 @@ mod tests {
         operation: &str,
         payload: Json,
     ) -> Result<Vec<u8>, String> {
-        let request = request_of(namespace, operation, payload.to_string().as_bytes())
-            .expect("valid")
-            .expect("recordable");
+        let request = request_of(
+            capability(namespace, operation),
+            payload.to_string().as_bytes(),
+        )
+        .expect("valid")
+        .expect("recordable");
         replay.answer(&request)
     }
 
@@ -391,8 +395,7 @@ mod tests {
     #[test]
     fn recorded_requests_read_back_as_upstream_writes_them() {
         let request = request_of(
-            "oci",
-            "v2/verify",
+            Capability::OciVerifyV2,
             br#"{"type":"SigstorePubKeyVerify","image":"registry.local/p:v1","pub_keys":["KEY"],"annotations":null}"#,
         )
         .expect("valid")
@@ -420,7 +423,7 @@ mod tests {
             Ok(br#"{"is_trusted":true}"#.to_vec())
         );
         assert_eq!(
-            request_of("crypto", "v1/is_certificate_trusted", b"{}"),
+            request_of(Capability::CryptoIsCertificateTrusted, b"{}"),
             Ok(None),
             "certificate checks stay local"
         );

@@ -8,17 +8,17 @@
 
 use std::fmt;
 
+pub use api_types::capabilities::Capability;
 use api_types::capabilities::pattern_grants;
 
 /// Provider of host capabilities, shared by every evaluation.
 pub trait HostCapabilities: Send + Sync + fmt::Debug {
-    /// Answers `namespace`/`operation` for `policy_id`. Errors are plain text handed to the
-    /// guest.
+    /// Answers `capability` for `policy_id`, which was granted it. Errors are plain text
+    /// handed to the guest.
     fn call(
         &self,
         policy_id: &str,
-        namespace: &str,
-        operation: &str,
+        capability: Capability,
         payload: &[u8],
     ) -> Result<Vec<u8>, String>;
 
@@ -47,9 +47,9 @@ pub struct KindObjects {
 pub struct NoHostCapabilities;
 
 impl HostCapabilities for NoHostCapabilities {
-    fn call(&self, _: &str, namespace: &str, operation: &str, _: &[u8]) -> Result<Vec<u8>, String> {
+    fn call(&self, _: &str, capability: Capability, _: &[u8]) -> Result<Vec<u8>, String> {
         Err(format!(
-            "the host capability '{namespace}/{operation}' is not available on this policy-server"
+            "the host capability '{capability}' is not available on this policy-server"
         ))
     }
 }
@@ -86,7 +86,8 @@ pub(crate) fn dispatch(
             "Policy has not been granted access to the '{capability}' host capability"
         ));
     }
-    provider.call(policy_id, namespace, operation, payload)
+    let capability = Capability::parse(namespace, operation).map_err(|e| e.to_string())?;
+    provider.call(policy_id, capability, payload)
 }
 
 /// A log line a guest sends through `tracing/log`: `{"level": .., "message": .., ...}`.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use policy_evaluator::host::{HostCapabilities, KindObjects};
+use policy_evaluator::host::{Capability, HostCapabilities, KindObjects};
 use policy_evaluator::{
     EngineOptions, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
 };
@@ -22,12 +22,11 @@ impl HostCapabilities for FakeCluster {
     fn call(
         &self,
         _policy_id: &str,
-        namespace: &str,
-        operation: &str,
+        capability: Capability,
         payload: &[u8],
     ) -> Result<Vec<u8>, String> {
         let query: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-        match (namespace, operation) {
+        match capability.parts() {
             ("kubernetes", "get_resource") => {
                 assert_eq!(query["kind"], "Namespace");
                 match query["name"].as_str() {
@@ -43,7 +42,7 @@ impl HostCapabilities for FakeCluster {
                 Some("db.example") => Ok(br#"{"ips":["10.0.0.7","fd00::7"]}"#.to_vec()),
                 _ => Err("no such host".to_string()),
             },
-            _ => Err(format!("unexpected {namespace}/{operation}")),
+            _ => Err(format!("unexpected {capability}")),
         }
     }
 

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::ToSocketAddrs;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use policy_evaluator::host::{HostCapabilities, KindObjects};
+use policy_evaluator::host::{Capability, HostCapabilities, KindObjects};
 use serde_json::json;
 
 use crate::fetch::Fetcher;
@@ -146,21 +146,22 @@ impl ServerCapabilities {
     fn call_kubernetes(
         &self,
         policy_id: &str,
-        operation: &str,
+        capability: Capability,
         payload: &[u8],
     ) -> Result<Vec<u8>, String> {
-        let answer = match operation {
-            "list_resources_by_namespace" | "list_resources_all" => {
+        let answer = match capability {
+            Capability::KubernetesListResourcesByNamespace
+            | Capability::KubernetesListResourcesAll => {
                 let query: ListQuery = parse(payload)?;
                 self.check_context_grant(policy_id, &query.kind_ref())?;
-                let namespace = if operation == "list_resources_by_namespace" {
+                let namespace = if capability == Capability::KubernetesListResourcesByNamespace {
                     Some(query.namespace.clone().ok_or("namespace is required")?)
                 } else {
                     None
                 };
                 self.kubernetes()?.list(&query, namespace.as_deref())?
             }
-            "get_resource" => {
+            Capability::KubernetesGetResource => {
                 let query: GetQuery = parse(payload)?;
                 self.check_context_grant(
                     policy_id,
@@ -172,12 +173,12 @@ impl ServerCapabilities {
                 let context = self.kubernetes()?;
                 self.block_on(context.get(&query))??
             }
-            "can_i" => {
+            Capability::KubernetesCanI => {
                 let query: CanIQuery = parse(payload)?;
                 let context = self.kubernetes()?;
                 return self.block_on(context.can_i(&query))?;
             }
-            other => return Err(format!("unknown operation: {other}")),
+            other => return Err(format!("unknown operation: {}", other.operation())),
         };
         serde_json::to_vec(&answer).map_err(|e| e.to_string())
     }
@@ -198,35 +199,29 @@ impl HostCapabilities for ServerCapabilities {
     fn call(
         &self,
         policy_id: &str,
-        namespace: &str,
-        operation: &str,
+        capability: Capability,
         payload: &[u8],
     ) -> Result<Vec<u8>, String> {
-        match namespace {
-            "kubernetes" => self.call_kubernetes(policy_id, operation, payload),
-            "net" => match operation {
-                "v1/dns_lookup_host" => dns_lookup_host(&parse::<String>(payload)?),
-                other => Err(format!("unknown operation: {other}")),
-            },
-            "oci" => match operation {
-                "v1/manifest_digest" | "v1/oci_manifest" | "v1/oci_manifest_config" => {
-                    let image: String = parse(payload)?;
-                    let answer = self.block_on(oci::query(&self.registry, operation, &image))??;
-                    serde_json::to_vec(&answer).map_err(|e| e.to_string())
-                }
-                "v1/verify" | "v2/verify" => {
-                    let (image, expectation) = requests::parse(operation, payload)?;
-                    let digest = self.block_on(self.signatures.verify(&image, &expectation))??;
-                    serde_json::to_vec(&json!({"is_trusted": true, "digest": digest}))
-                        .map_err(|e| e.to_string())
-                }
-                other => Err(format!("unknown operation: {other}")),
-            },
-            "crypto" => match operation {
-                "v1/is_certificate_trusted" => crypto::is_certificate_trusted(payload),
-                other => Err(format!("unknown operation: {other}")),
-            },
-            other => Err(format!("unknown namespace: {other}")),
+        match capability {
+            Capability::KubernetesListResourcesByNamespace
+            | Capability::KubernetesListResourcesAll
+            | Capability::KubernetesGetResource
+            | Capability::KubernetesCanI => self.call_kubernetes(policy_id, capability, payload),
+            Capability::NetDnsLookupHost => dns_lookup_host(&parse::<String>(payload)?),
+            Capability::OciManifestDigest
+            | Capability::OciManifest
+            | Capability::OciManifestConfig => {
+                let image: String = parse(payload)?;
+                let answer = self.block_on(oci::query(&self.registry, capability, &image))??;
+                serde_json::to_vec(&answer).map_err(|e| e.to_string())
+            }
+            Capability::OciVerifyV1 | Capability::OciVerifyV2 => {
+                let (image, expectation) = requests::parse(capability, payload)?;
+                let digest = self.block_on(self.signatures.verify(&image, &expectation))??;
+                serde_json::to_vec(&json!({"is_trusted": true, "digest": digest}))
+                    .map_err(|e| e.to_string())
+            }
+            Capability::CryptoIsCertificateTrusted => crypto::is_certificate_trusted(payload),
         }
     }
 

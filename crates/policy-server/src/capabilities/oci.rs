@@ -8,11 +8,17 @@ use oci_client::manifest::{
 };
 use serde_json::{Value, json};
 
+use api_types::capabilities::Capability;
+
 use crate::fetch::{DOWNLOAD_TIMEOUT, Fetcher, with_causes};
 
-/// Answers `operation` (`v1/manifest_digest`, `v1/oci_manifest`, `v1/oci_manifest_config`)
-/// for `image`.
-pub async fn query(registry: &Fetcher, operation: &str, image: &str) -> Result<Value, String> {
+/// Answers `capability` (`oci/v1/manifest_digest`, `oci/v1/oci_manifest`,
+/// `oci/v1/oci_manifest_config`) for `image`.
+pub async fn query(
+    registry: &Fetcher,
+    capability: Capability,
+    image: &str,
+) -> Result<Value, String> {
     let reference: Reference = image
         .parse()
         .map_err(|e| format!("{image:?} is not an OCI reference: {e}"))?;
@@ -21,15 +27,15 @@ pub async fn query(registry: &Fetcher, operation: &str, image: &str) -> Result<V
         format!("cannot query {image}: {}", with_causes(&e))
     };
     let answer = async {
-        match operation {
-            "v1/manifest_digest" => {
+        match capability {
+            Capability::OciManifestDigest => {
                 let digest = client
                     .fetch_manifest_digest(&reference, &auth)
                     .await
                     .map_err(failed)?;
                 Ok(json!({ "digest": digest }))
             }
-            "v1/oci_manifest" => {
+            Capability::OciManifest => {
                 let accepted = [
                     OCI_IMAGE_MEDIA_TYPE,
                     OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -43,7 +49,7 @@ pub async fn query(registry: &Fetcher, operation: &str, image: &str) -> Result<V
                 serde_json::from_slice(&raw)
                     .map_err(|e| format!("the manifest of {image} is not JSON: {e}"))
             }
-            "v1/oci_manifest_config" => {
+            Capability::OciManifestConfig => {
                 let (manifest, digest, config) = client
                     .pull_manifest_and_config(&reference, &auth)
                     .await
@@ -52,7 +58,7 @@ pub async fn query(registry: &Fetcher, operation: &str, image: &str) -> Result<V
                     .map_err(|e| format!("the config of {image} is not JSON: {e}"))?;
                 Ok(json!({ "manifest": manifest, "digest": digest, "config": config }))
             }
-            other => Err(format!("unknown operation: {other}")),
+            other => Err(format!("unknown operation: {}", other.operation())),
         }
     };
     tokio::time::timeout(DOWNLOAD_TIMEOUT, answer)

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use api_types::capabilities::Capability;
 use api_types::config::VerificationConfig;
 use api_types::config::verification::{Signature, Subject, VERIFICATION_CONFIG_VERSION};
 use serde::Deserialize;
@@ -225,10 +226,10 @@ impl VerifyV2 {
     }
 }
 
-/// Parses the payload of `operation` (`v1/verify` or `v2/verify`).
-pub fn parse(operation: &str, payload: &[u8]) -> Result<(String, Expectation), String> {
-    let request: VerifyV2 = match operation {
-        "v1/verify" => serde_json::from_slice::<VerifyV1>(payload)
+/// Parses the payload of `capability` (`oci/v1/verify` or `oci/v2/verify`).
+pub fn parse(capability: Capability, payload: &[u8]) -> Result<(String, Expectation), String> {
+    let request: VerifyV2 = match capability {
+        Capability::OciVerifyV1 => serde_json::from_slice::<VerifyV1>(payload)
             .map_err(|e| format!("invalid request payload: {e}"))?
             .into(),
         _ => {
@@ -243,8 +244,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn expectation(operation: &str, payload: serde_json::Value) -> (String, Expectation) {
-        parse(operation, payload.to_string().as_bytes()).expect("valid")
+    fn expectation(capability: Capability, payload: serde_json::Value) -> (String, Expectation) {
+        parse(capability, payload.to_string().as_bytes()).expect("valid")
     }
 
     fn config(expectation: Expectation) -> VerificationConfig {
@@ -258,7 +259,7 @@ mod tests {
     fn sdk_payloads_become_all_of_expectations() {
         // The Go and Rust SDKs send `null` for absent annotations.
         let (image, e) = expectation(
-            "v1/verify",
+            Capability::OciVerifyV1,
             json!({"SigstorePubKeyVerify": {"image": "r/i:1", "pub_keys": ["k1", "k2"], "annotations": null}}),
         );
         assert_eq!(image, "r/i:1");
@@ -266,7 +267,7 @@ mod tests {
         assert_eq!(all_of.len(), 2, "every key must have signed");
 
         let (_, e) = expectation(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "SigstoreKeylessPrefixVerify", "image": "r/i", "keyless_prefix": [{"issuer": "https://i", "url_prefix": "https://github.com/org"}], "annotations": {"env": "prod"}}),
         );
         assert_eq!(
@@ -279,7 +280,7 @@ mod tests {
         );
 
         let (_, e) = expectation(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "SigstoreGithubActionsVerify", "image": "r/i", "owner": "kubewarden"}),
         );
         assert!(matches!(
@@ -288,7 +289,7 @@ mod tests {
         ));
 
         let (_, e) = expectation(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "SigstoreCertificateVerify", "image": "r/i", "certificate": b"PEM".to_vec(), "certificate_chain": null, "require_rekor_bundle": true}),
         );
         assert!(matches!(
@@ -299,37 +300,37 @@ mod tests {
 
     #[test]
     fn empty_or_malformed_requests_are_refused() {
-        let refused = |operation: &str, payload: serde_json::Value, expected: &str| {
-            let err = parse(operation, payload.to_string().as_bytes()).expect_err("refused");
+        let refused = |capability: Capability, payload: serde_json::Value, expected: &str| {
+            let err = parse(capability, payload.to_string().as_bytes()).expect_err("refused");
             assert!(err.contains(expected), "{err}");
         };
         refused(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "SigstorePubKeyVerify", "image": "r/i", "pub_keys": []}),
             "at least one pub key",
         );
         refused(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "SigstoreKeylessVerify", "image": "r/i", "keyless": []}),
             "keyless info",
         );
         refused(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "SigstoreGithubActionsVerify", "image": "r/i", "owner": ""}),
             "owner",
         );
         refused(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "SigstoreKeylessPrefixVerify", "image": "r/i", "keyless_prefix": [{"issuer": "i", "url_prefix": "github.com/o"}]}),
             "is not a URL",
         );
         refused(
-            "v2/verify",
+            Capability::OciVerifyV2,
             json!({"type": "Other", "image": "r/i"}),
             "invalid request payload",
         );
         refused(
-            "v1/verify",
+            Capability::OciVerifyV1,
             json!({"type": "SigstorePubKeyVerify", "image": "r/i", "pub_keys": ["k"]}),
             "invalid request payload",
         );
