@@ -9,6 +9,7 @@ pub mod capabilities;
 pub mod config;
 pub mod crd;
 pub mod defaults;
+pub mod error_text;
 pub mod group_expression;
 pub mod load_status;
 pub mod metadata;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use api_types::error_text::with_causes;
 use api_types::naming;
 use serde_json::{Value, json};
 
@@ -195,17 +196,6 @@ impl PolicyServerClient {
             Err(err) => Verdict::Error(format!("reading the answer of {url}: {err}")),
         }
     }
-}
-
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api_types::error_text::with_causes;
 use policy_evaluator::host::{Capability, HostCapabilities, KindObjects};
-use policy_server::capabilities::kubernetes::{KindRef, KubernetesContext};
+use policy_server::capabilities::kubernetes::{ContextError, KindRef, KubernetesContext};
 use policy_server::capabilities::{ContextGrants, ServerCapabilities, not_granted};
 use policy_server::fetch::Fetcher;
 use policy_server::signatures::{SignatureVerifier, TrustRoot};
@@ -71,12 +72,13 @@ impl Live {
             let context = self.runtime.block_on(async {
                 let client = kube::Client::try_default()
                     .await
-                    .map_err(|e| format!("no Kubernetes configuration: {e}"))?;
+                    .map_err(ContextError::NoConfiguration)?;
                 let context = KubernetesContext::start(client, &kinds).await?;
                 context.wait_until_ready(CONTEXT_CACHE_TIMEOUT).await?;
-                Ok::<_, String>(Arc::new(context))
+                Ok::<_, ContextError>(Arc::new(context))
             });
-            if let Err(reason) = &context {
+            if let Err(error) = &context {
+                let reason = with_causes(error);
                 tracing::warn!(%reason, "Kubernetes cannot be reached; Kubernetes host capabilities will fail");
             }
             let grants: ContextGrants = [(self.policy_id.clone(), kinds)].into();

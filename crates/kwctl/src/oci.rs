@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use api_types::config::SourcesConfig;
+use api_types::error_text::with_causes;
 use oci_client::Reference;
 use oci_client::client::{Config, ImageLayer};
 use oci_client::manifest::{WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
@@ -46,9 +47,7 @@ impl Access {
             .or_else(|| std::env::var_os("DOCKER_CONFIG").map(PathBuf::from))
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")));
         let credentials = match docker_dir {
-            Some(dir) if dir.join("config.json").is_file() => {
-                DockerCredentials::read(&dir).map_err(anyhow::Error::msg)?
-            }
+            Some(dir) if dir.join("config.json").is_file() => DockerCredentials::read(&dir)?,
             _ => DockerCredentials::default(),
         };
         Ok(Fetcher {
@@ -97,7 +96,10 @@ pub fn pull(
         None => runtime()?.block_on(fetcher.fetch(&uri)),
     };
     let wasm = fetched.map_err(|e| {
-        anyhow::anyhow!("the policy {uri} could not be downloaded due to error: {e}")
+        anyhow::anyhow!(
+            "the policy {uri} could not be downloaded due to error: {}",
+            with_causes(&e)
+        )
     })?;
     let _ = std::fs::remove_dir_all(&scratch);
     if !wasm.starts_with(b"\0asm") {
@@ -142,9 +144,7 @@ pub fn push(
         .parse()
         .with_context(|| format!("{destination} is not an OCI reference"))?;
     let fetcher = access.fetcher(config_dir, std::env::temp_dir())?;
-    let (client, auth) = fetcher
-        .registry_client(&reference)
-        .map_err(anyhow::Error::msg)?;
+    let (client, auth) = fetcher.registry_client(&reference)?;
     let layers = vec![ImageLayer::new(
         wasm,
         WASM_LAYER_MEDIA_TYPE.to_string(),
@@ -192,9 +192,7 @@ pub fn signatures(
         .parse()
         .with_context(|| format!("{uri} is not an OCI reference"))?;
     let fetcher = access.fetcher(config_dir, std::env::temp_dir())?;
-    let (client, auth) = fetcher
-        .registry_client(&reference)
-        .map_err(anyhow::Error::msg)?;
+    let (client, auth) = fetcher.registry_client(&reference)?;
     runtime()?.block_on(async {
         let digest = client
             .fetch_manifest_digest(&reference, &auth)

@@ -10,6 +10,7 @@ use api_types::config::VerificationConfig;
 use api_types::config::verification::{
     Signature, Subject, VERIFICATION_CONFIG_VERSION as CONFIG_VERSION,
 };
+use api_types::error_text::with_causes;
 use policy_server::fetch::ModuleSource;
 use policy_server::signatures::{Expectation, SignatureVerifier, TrustRoot};
 
@@ -155,7 +156,7 @@ impl VerificationArgs {
     /// Where keyless signatures are checked against.
     pub fn trust_root(&self, sigstore_cache: PathBuf) -> Result<TrustRoot> {
         if let Some(path) = &self.sigstore_trust_config {
-            return TrustRoot::from_file(path).map_err(anyhow::Error::msg);
+            return Ok(TrustRoot::from_file(path)?);
         }
         match (&self.fulcio_cert_path[..], &self.rekor_public_key_path) {
             ([], None) => Ok(TrustRoot::public_good(sigstore_cache)),
@@ -171,7 +172,7 @@ impl VerificationArgs {
                     .collect::<Result<Vec<_>>>()?;
                 let rekor =
                     std::fs::read(rekor).with_context(|| format!("reading {}", rekor.display()))?;
-                TrustRoot::manual(&certificates, &rekor).map_err(anyhow::Error::msg)
+                Ok(TrustRoot::manual(&certificates, &rekor)?)
             }
         }
     }
@@ -190,13 +191,14 @@ pub fn verify(
     config: &VerificationConfig,
     trust_root: TrustRoot,
 ) -> Result<String> {
-    let ModuleSource::Registry(reference) = ModuleSource::parse(uri).map_err(anyhow::Error::msg)?
-    else {
+    let ModuleSource::Registry(reference) = ModuleSource::parse(uri)? else {
         bail!("Policy {uri} cannot be verified: only registry:// policies carry signatures");
     };
     let fetcher = access.fetcher(config_dir, std::env::temp_dir())?;
     let verifier = SignatureVerifier::new(fetcher, trust_root);
     runtime()?
         .block_on(verifier.verify(&reference, &Expectation::Config(config.clone())))
-        .map_err(|reason| anyhow::anyhow!("Policy {uri} cannot be validated\n{reason}"))
+        .map_err(|reason| {
+            anyhow::anyhow!("Policy {uri} cannot be validated\n{}", with_causes(&reason))
+        })
 }

@@ -43,15 +43,13 @@ const WASMTIME_CACHE_LEFTOVER: &str = "modules";
 /// Cranelift keeps for its next compilation. The result loads into any engine with the same
 /// code-generation settings ([`from_compiled`]).
 pub(crate) fn compile_isolated(config: &Config, wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
-    let compiler = Engine::new(config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-    compiler
-        .precompile_module(wasm)
-        .map_err(|e| LoadError::Compile(format!("{e:#}")))
+    let compiler = Engine::new(config).map_err(LoadError::Engine)?;
+    compiler.precompile_module(wasm).map_err(LoadError::Compile)
 }
 
 /// Loads what [`compile_isolated`] produced in this process into `engine`.
 pub(crate) fn from_compiled(engine: &Engine, compiled: &[u8]) -> Result<Module, LoadError> {
-    deserialize(engine, compiled).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    deserialize(engine, compiled).map_err(LoadError::Compile)
 }
 
 /// The directory of compiled modules.
@@ -66,9 +64,12 @@ impl CompileCache {
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&dir).map_err(|e| {
-            LoadError::Engine(format!("compile cache directory {}: {e}", dir.display()))
-        })?;
+        builder
+            .create(&dir)
+            .map_err(|source| LoadError::CompileCacheDirectory {
+                dir: dir.clone(),
+                source,
+            })?;
         let leftover = dir.join(WASMTIME_CACHE_LEFTOVER);
         if leftover.is_dir() {
             let _ = std::fs::remove_dir_all(leftover);

@@ -99,7 +99,7 @@ impl PolicyEngine {
                 })
                 .ok()
         });
-        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&config).map_err(LoadError::Engine)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
         let stop = stop_ticker.clone();
@@ -114,7 +114,7 @@ impl PolicyEngine {
                     }
                 }
             })
-            .map_err(|e| LoadError::Engine(format!("starting the epoch ticker: {e}")))?;
+            .map_err(LoadError::EpochTicker)?;
         Ok(PolicyEngine {
             inner: Arc::new(Inner {
                 engine,

@@ -176,7 +176,10 @@ fn rego_policy_that_spins_is_stopped_and_the_next_evaluation_succeeds() {
     let err = spinning
         .validate(&pod_request(json!({})))
         .expect_err("stopped");
-    assert_eq!(err, EvaluationError::Timeout(Duration::from_millis(300)));
+    assert!(
+        matches!(err, EvaluationError::Timeout(limit) if limit == Duration::from_millis(300)),
+        "{err}"
+    );
 
     let healthy = evaluator(
         "opa-reject-by-label",
@@ -210,11 +213,9 @@ fn rego_policy_that_allocates_hits_the_memory_limit() {
         0,
         "a failed instance is not kept"
     );
-    assert_eq!(
-        err,
-        EvaluationError::MemoryLimit {
-            limit_bytes: 64 * 1024 * 1024
-        }
+    assert!(
+        matches!(err, EvaluationError::MemoryLimit { limit_bytes } if limit_bytes == 64 * 1024 * 1024),
+        "{err}"
     );
     assert!(
         hungry.validate(&pod_request(json!({}))).is_err(),

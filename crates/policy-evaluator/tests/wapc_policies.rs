@@ -222,7 +222,10 @@ fn endless_loop_is_interrupted() {
     let err = hostile("loop", limits)
         .validate(&pod_request(json!({})))
         .expect_err("interrupted");
-    assert_eq!(err, EvaluationError::Timeout(Duration::from_millis(300)));
+    assert!(
+        matches!(err, EvaluationError::Timeout(limit) if limit == Duration::from_millis(300)),
+        "{err}"
+    );
     assert!(err.to_string().starts_with(
         "Policy execution interrupted because it exceeded the allowed execution time"
     ));
@@ -238,11 +241,9 @@ fn unbounded_allocation_hits_the_memory_limit() {
     let err = hostile("allocate", limits)
         .validate(&pod_request(json!({})))
         .expect_err("stopped");
-    assert_eq!(
-        err,
-        EvaluationError::MemoryLimit {
-            limit_bytes: 32 * 1024 * 1024
-        }
+    assert!(
+        matches!(err, EvaluationError::MemoryLimit { limit_bytes } if limit_bytes == 32 * 1024 * 1024),
+        "{err}"
     );
     still_works();
 }
@@ -252,21 +253,19 @@ fn traps_stack_overflows_and_guest_errors_are_reported() {
     let request = pod_request(json!({}));
     let limits = EvaluationLimits::default();
     match hostile("trap", limits).validate(&request) {
-        Err(EvaluationError::Trap(message)) => {
-            assert!(message.contains("unreachable"), "{message}")
+        Err(EvaluationError::Trap(trap)) => {
+            assert!(trap.to_string().contains("unreachable"), "{trap}")
         }
         other => panic!("expected a trap, got {other:?}"),
     }
-    assert_eq!(
+    assert!(matches!(
         hostile("recurse", limits).validate(&request),
         Err(EvaluationError::StackOverflow)
-    );
-    assert_eq!(
+    ));
+    assert!(matches!(
         hostile("guest-error", limits).validate(&request),
-        Err(EvaluationError::Guest(
-            "the policy failed on purpose".into()
-        ))
-    );
+        Err(EvaluationError::Guest(message)) if message == "the policy failed on purpose"
+    ));
     assert!(matches!(
         hostile("garbage", limits).validate(&request),
         Err(EvaluationError::InvalidAnswer {
@@ -376,10 +375,7 @@ fn modules_without_usable_metadata_are_refused() {
     let err = engine()
         .load(&annotate(&wasm, &opa).expect("annotate"))
         .expect_err("refused");
-    assert!(
-        matches!(&err, LoadError::Link(message) if message.contains("not a usable OPA WebAssembly module")),
-        "{err}"
-    );
+    assert!(matches!(&err, LoadError::NotOpaModule(_)), "{err}");
 
     let err = engine().load(b"\0asm\x01\0\0\0").expect_err("no metadata");
     assert!(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use api_types::error_text::with_causes;
 use api_types::group_expression::GroupExpression;
 use policy_evaluator::admission::{DecodedRequest, Document, shape};
 use policy_evaluator::response::{AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails};
@@ -105,8 +106,9 @@ pub(crate) fn respond(
             )
         }
         Err(Failure::Evaluation(err)) => {
-            tracing::warn!(policy = id, error = %err, "evaluation failed");
-            AdmissionResponse::internal_error(uid, err)
+            let error = with_causes(&err);
+            tracing::warn!(policy = id, %error, "evaluation failed");
+            AdmissionResponse::internal_error(uid, error)
         }
         Err(Failure::Pool(err)) => {
             tracing::error!(policy = id, error = %err, "evaluation could not run");

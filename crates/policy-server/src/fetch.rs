@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api_types::config::{SourceAuthority, SourcesConfig};
+use api_types::error_text::with_causes;
 use base64::Engine as _;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -24,6 +25,137 @@ const WASM_MEDIA_TYPES: &[&str] = &[
 const MAX_MODULE_BYTES: usize = 256 * 1024 * 1024;
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A module (or a registry answer) could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("unsupported module scheme {scheme:?} in {url:?}")]
+    UnsupportedScheme { scheme: String, url: String },
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot fetch {url}: plain HTTP is only allowed from insecure_sources; add {host} to sources.yml or use https"
+    )]
+    PlainHttp { url: String, host: String },
+    #[error("reading the certificate authority {path} for {host}")]
+    ReadAuthority {
+        path: String,
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate authority for {host}")]
+    InvalidAuthority {
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("HTTP client for {host}")]
+    HttpClient {
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot fetch {url}")]
+    Download {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot fetch {url}: the server answered {status}")]
+    HttpStatus {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("cannot fetch {url}: larger than {MAX_MODULE_BYTES} bytes")]
+    TooLarge { url: String },
+    #[error("cannot fetch {url}: the download broke off")]
+    BrokenOff {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} is not in an OCI registry")]
+    NotInRegistry { url: String },
+    #[error("{reference:?} is not an OCI reference")]
+    InvalidReference {
+        reference: String,
+        #[source]
+        source: oci_client::ParseError,
+    },
+    #[error("cannot pull {reference}: no answer from {registry} within {DOWNLOAD_TIMEOUT:?}")]
+    PullTimeout { reference: String, registry: String },
+    #[error("cannot pull {reference}")]
+    Pull {
+        reference: String,
+        #[source]
+        source: oci_client::errors::OciDistributionError,
+    },
+    #[error("cannot pull {reference}: the image has no WebAssembly layer")]
+    NoWasmLayer { reference: String },
+    #[error(
+        "cannot pull {reference}: the module's digest is {actual}, the manifest says {expected}"
+    )]
+    DigestMismatch {
+        reference: String,
+        actual: String,
+        expected: String,
+    },
+}
+
+/// A Docker `config.json` or a credential helper could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: auth of {registry} is not base64", path.display())]
+    AuthNotBase64 {
+        path: PathBuf,
+        registry: String,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("{}: auth of {registry} is not user:password", path.display())]
+    AuthNotUserPassword { path: PathBuf, registry: String },
+    #[error("{0:?} is not a credential helper name")]
+    HelperName(String),
+    #[error("running {}", program.display())]
+    HelperRun {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} gave no answer within {HELPER_TIMEOUT:?}", program.display())]
+    HelperTimeout { program: PathBuf },
+    #[error("{} exited with {status}: {said}", program.display())]
+    HelperFailed {
+        program: PathBuf,
+        status: std::process::ExitStatus,
+        said: String,
+    },
+    #[error("{} answered no JSON", program.display())]
+    HelperAnswerNotJson {
+        program: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} answered without Username and Secret", program.display())]
+    HelperAnswerIncomplete { program: PathBuf },
+}
+
 /// Where a module comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModuleSource {
@@ -33,7 +165,7 @@ pub enum ModuleSource {
 }
 
 impl ModuleSource {
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, FetchError> {
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(ModuleSource::File(PathBuf::from(path)));
         }
@@ -47,27 +179,14 @@ impl ModuleSource {
             return Ok(ModuleSource::File(PathBuf::from(url)));
         }
         match url.split_once("://") {
-            Some((scheme, _)) => Err(format!("unsupported module scheme {scheme:?} in {url:?}")),
+            Some((scheme, _)) => Err(FetchError::UnsupportedScheme {
+                scheme: scheme.to_string(),
+                url: url.to_string(),
+            }),
             // Upstream reads a reference without scheme as a registry reference.
             None => Ok(ModuleSource::Registry(url.to_string())),
         }
     }
-}
-
-/// An error with its causes, `outer: inner: innermost` (reqwest and oci-client keep the useful
-/// part, such as a certificate problem, in the causes).
-pub fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// `host[:port]` of an http(s) URL.
@@ -115,26 +234,33 @@ impl std::fmt::Debug for DockerCredentials {
 
 impl DockerCredentials {
     /// Reads `<dir>/config.json` (the layout of `DOCKER_CONFIG`).
-    pub fn read(dir: &Path) -> Result<Self, String> {
+    pub fn read(dir: &Path) -> Result<Self, CredentialsError> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| CredentialsError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|source| CredentialsError::Parse {
+                path: path.clone(),
+                source,
+            })?;
         let mut auths = HashMap::new();
         for (registry, entry) in config["auths"].as_object().into_iter().flatten() {
             let pair = if let Some(auth) = entry["auth"].as_str() {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(auth)
-                    .map_err(|e| {
-                        format!("{}: auth of {registry} is not base64: {e}", path.display())
+                    .map_err(|source| CredentialsError::AuthNotBase64 {
+                        path: path.clone(),
+                        registry: registry.clone(),
+                        source,
                     })?;
                 let decoded = String::from_utf8_lossy(&decoded).into_owned();
                 let (user, password) = decoded.split_once(':').ok_or_else(|| {
-                    format!(
-                        "{}: auth of {registry} is not user:password",
-                        path.display()
-                    )
+                    CredentialsError::AuthNotUserPassword {
+                        path: path.clone(),
+                        registry: registry.clone(),
+                    }
                 })?;
                 (user.to_string(), password.to_string())
             } else if let (Some(user), Some(password)) =
@@ -188,7 +314,8 @@ impl DockerCredentials {
             match self.cached_helper_answer(helper, server) {
                 Ok(Some((user, secret))) => return RegistryAuth::Basic(user, secret),
                 Ok(None) => {}
-                Err(reason) => {
+                Err(error) => {
+                    let reason = with_causes(&error);
                     tracing::warn!(registry, helper, %reason, "credential helper failed; trying without it")
                 }
             }
@@ -203,7 +330,7 @@ impl DockerCredentials {
         &self,
         helper: &str,
         server: &str,
-    ) -> Result<Option<(String, String)>, String> {
+    ) -> Result<Option<(String, String)>, CredentialsError> {
         let key = format!("{helper}\n{server}");
         let cached = self
             .lock_helper_answers()
@@ -227,10 +354,14 @@ impl DockerCredentials {
     }
 
     /// Runs `docker-credential-<helper> get`: `Ok(None)` when it has nothing for `server`.
-    fn ask_helper(&self, helper: &str, server: &str) -> Result<Option<(String, String)>, String> {
+    fn ask_helper(
+        &self,
+        helper: &str,
+        server: &str,
+    ) -> Result<Option<(String, String)>, CredentialsError> {
         use std::io::Write;
         if helper.contains('/') || helper.is_empty() {
-            return Err(format!("{helper:?} is not a credential helper name"));
+            return Err(CredentialsError::HelperName(helper.to_string()));
         }
         let program = format!("docker-credential-{helper}");
         let program = match &self.helper_dir {
@@ -243,32 +374,41 @@ impl DockerCredentials {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| format!("running {}: {e}", program.display()))?;
+            .map_err(|source| CredentialsError::HelperRun {
+                program: program.clone(),
+                source,
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(server.as_bytes())
-                .map_err(|e| format!("writing to {}: {e}", program.display()))?;
+                .map_err(|source| CredentialsError::HelperRun {
+                    program: program.clone(),
+                    source,
+                })?;
         }
         // Its answer is a few hundred bytes: the pipes hold it while it is waited for.
         let started = Instant::now();
         while child
             .try_wait()
-            .map_err(|e| format!("running {}: {e}", program.display()))?
+            .map_err(|source| CredentialsError::HelperRun {
+                program: program.clone(),
+                source,
+            })?
             .is_none()
         {
             if started.elapsed() > HELPER_TIMEOUT {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{} gave no answer within {HELPER_TIMEOUT:?}",
-                    program.display()
-                ));
+                return Err(CredentialsError::HelperTimeout { program });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let output = child
             .wait_with_output()
-            .map_err(|e| format!("running {}: {e}", program.display()))?;
+            .map_err(|source| CredentialsError::HelperRun {
+                program: program.clone(),
+                source,
+            })?;
         if !output.status.success() {
             let said = String::from_utf8_lossy(&output.stdout);
             let said = said.trim();
@@ -276,21 +416,22 @@ impl DockerCredentials {
             if said.contains("credentials not found") {
                 return Ok(None);
             }
-            return Err(format!(
-                "{} exited with {}: {said} {}",
-                program.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
+            return Err(CredentialsError::HelperFailed {
+                program,
+                status: output.status,
+                said: format!("{said} {}", String::from_utf8_lossy(&output.stderr).trim()),
+            });
         }
-        let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .map_err(|e| format!("{} answered no JSON: {e}", program.display()))?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&output.stdout).map_err(|source| {
+                CredentialsError::HelperAnswerNotJson {
+                    program: program.clone(),
+                    source,
+                }
+            })?;
         match (answer["Username"].as_str(), answer["Secret"].as_str()) {
             (Some(user), Some(secret)) => Ok(Some((user.to_string(), secret.to_string()))),
-            _ => Err(format!(
-                "{} answered without Username and Secret",
-                program.display()
-            )),
+            _ => Err(CredentialsError::HelperAnswerIncomplete { program }),
         }
     }
 }
@@ -321,7 +462,7 @@ impl Fetcher {
     }
 
     /// PEM certificates trusted for `host`, in addition to the system roots.
-    fn authorities(&self, host: &str) -> Result<Vec<Vec<u8>>, String> {
+    fn authorities(&self, host: &str) -> Result<Vec<Vec<u8>>, FetchError> {
         let mut pems = Vec::new();
         for authority in self
             .sources
@@ -332,21 +473,25 @@ impl Fetcher {
         {
             pems.push(match authority {
                 SourceAuthority::Data { data } => data.clone().into_bytes(),
-                SourceAuthority::Path { path } => std::fs::read(path).map_err(|e| {
-                    format!("reading the certificate authority {path} for {host}: {e}")
-                })?,
+                SourceAuthority::Path { path } => {
+                    std::fs::read(path).map_err(|source| FetchError::ReadAuthority {
+                        path: path.clone(),
+                        host: host.to_string(),
+                        source,
+                    })?
+                }
             });
         }
         Ok(pems)
     }
 
     /// Reads or downloads the module at `url`.
-    pub async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+    pub async fn fetch(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let bytes = match ModuleSource::parse(url)? {
             ModuleSource::File(path) => {
                 return tokio::fs::read(&path)
                     .await
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()));
+                    .map_err(|source| FetchError::ReadFile { path, source });
             }
             ModuleSource::Http(url) => self.download(&url).await?,
             ModuleSource::Registry(reference) => self.pull(&reference).await?,
@@ -355,58 +500,58 @@ impl Fetcher {
         Ok(bytes)
     }
 
-    async fn download(&self, url: &str) -> Result<Vec<u8>, String> {
+    async fn download(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let host = url_host(url);
         let insecure = self.is_insecure(host);
         if url.starts_with("http://") && !insecure {
-            return Err(format!(
-                "cannot fetch {url}: plain HTTP is only allowed from insecure_sources; add {host} to sources.yml or use https"
-            ));
+            return Err(FetchError::PlainHttp {
+                url: url.to_string(),
+                host: host.to_string(),
+            });
         }
         let mut builder = reqwest::Client::builder()
             .timeout(DOWNLOAD_TIMEOUT)
             .tls_danger_accept_invalid_certs(insecure);
         for pem in self.authorities(host)? {
-            let certificate = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("certificate authority for {host}: {e}"))?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|source| {
+                FetchError::InvalidAuthority {
+                    host: host.to_string(),
+                    source,
+                }
+            })?;
             builder = builder.add_root_certificate(certificate);
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("HTTP client for {host}: {e}"))?;
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("cannot fetch {url}: {}", with_causes(&e)))?;
+        let client = builder.build().map_err(|source| FetchError::HttpClient {
+            host: host.to_string(),
+            source,
+        })?;
+        let url = url.to_string();
+        let response = match client.get(&url).send().await {
+            Ok(response) => response,
+            Err(source) => return Err(FetchError::Download { url, source }),
+        };
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("cannot fetch {url}: the server answered {status}"));
+            return Err(FetchError::HttpStatus { url, status });
         }
         if response
             .content_length()
             .is_some_and(|len| len as usize > MAX_MODULE_BYTES)
         {
-            return Err(format!(
-                "cannot fetch {url}: larger than {MAX_MODULE_BYTES} bytes"
-            ));
+            return Err(FetchError::TooLarge { url });
         }
-        let body = response.bytes().await.map_err(|e| {
-            format!(
-                "cannot fetch {url}: the download broke off: {}",
-                with_causes(&e)
-            )
-        })?;
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(source) => return Err(FetchError::BrokenOff { url, source }),
+        };
         if body.len() > MAX_MODULE_BYTES {
-            return Err(format!(
-                "cannot fetch {url}: larger than {MAX_MODULE_BYTES} bytes"
-            ));
+            return Err(FetchError::TooLarge { url });
         }
         Ok(body.to_vec())
     }
 
     /// How to reach `registry` (`host[:port]`): its sources.yml settings and credentials.
-    pub fn registry_settings(&self, registry: &str) -> Result<RegistrySettings, String> {
+    pub fn registry_settings(&self, registry: &str) -> Result<RegistrySettings, FetchError> {
         Ok(RegistrySettings {
             insecure_sources: self.sources.insecure_sources.clone(),
             accept_invalid_certificates: self.is_insecure(registry),
@@ -417,7 +562,10 @@ impl Fetcher {
 
     /// A registry client for `parsed` (insecure sources, source authorities) and the
     /// credentials to use with it.
-    pub fn registry_client(&self, parsed: &Reference) -> Result<(Client, RegistryAuth), String> {
+    pub fn registry_client(
+        &self,
+        parsed: &Reference,
+    ) -> Result<(Client, RegistryAuth), FetchError> {
         let settings = self.registry_settings(parsed.registry())?;
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(settings.insecure_sources),
@@ -437,23 +585,21 @@ impl Fetcher {
 
     /// Pulls the module of the registry `url` at manifest `digest` (one its signatures were
     /// verified for), whatever its tag points to now.
-    pub async fn fetch_at_digest(&self, url: &str, digest: &str) -> Result<Vec<u8>, String> {
+    pub async fn fetch_at_digest(&self, url: &str, digest: &str) -> Result<Vec<u8>, FetchError> {
         let ModuleSource::Registry(reference) = ModuleSource::parse(url)? else {
-            return Err(format!("{url} is not in an OCI registry"));
+            return Err(FetchError::NotInRegistry {
+                url: url.to_string(),
+            });
         };
-        let parsed: Reference = reference
-            .parse()
-            .map_err(|e| format!("{reference:?} is not an OCI reference: {e}"))?;
+        let parsed = parse_reference(&reference)?;
         let pinned = parsed.clone_with_digest(digest.to_string());
         let bytes = self.pull(&pinned.whole()).await?;
         self.keep_copy(url, &bytes).await;
         Ok(bytes)
     }
 
-    async fn pull(&self, reference: &str) -> Result<Vec<u8>, String> {
-        let parsed: Reference = reference
-            .parse()
-            .map_err(|e| format!("{reference:?} is not an OCI reference: {e}"))?;
+    async fn pull(&self, reference: &str) -> Result<Vec<u8>, FetchError> {
+        let parsed = parse_reference(reference)?;
         let registry = parsed.resolve_registry().to_string();
         let (client, auth) = self.registry_client(&parsed)?;
         let image = tokio::time::timeout(
@@ -461,18 +607,20 @@ impl Fetcher {
             client.pull(&parsed, &auth, WASM_MEDIA_TYPES.to_vec()),
         )
         .await
-        .map_err(|_| {
-            format!(
-                "cannot pull {reference}: no answer from {registry} within {DOWNLOAD_TIMEOUT:?}"
-            )
+        .map_err(|_| FetchError::PullTimeout {
+            reference: reference.to_string(),
+            registry,
         })?
-        .map_err(|e| format!("cannot pull {reference}: {}", with_causes(&e)))?;
+        .map_err(|source| FetchError::Pull {
+            reference: reference.to_string(),
+            source,
+        })?;
         let layer = image
             .layers
             .into_iter()
             .find(|l| WASM_MEDIA_TYPES.contains(&l.media_type.as_str()))
-            .ok_or_else(|| {
-                format!("cannot pull {reference}: the image has no WebAssembly layer")
+            .ok_or_else(|| FetchError::NoWasmLayer {
+                reference: reference.to_string(),
             })?;
         let expected = image
             .manifest
@@ -487,9 +635,11 @@ impl Fetcher {
         if let Some(expected) = expected
             && expected != actual
         {
-            return Err(format!(
-                "cannot pull {reference}: the module's digest is {actual}, the manifest says {expected}"
-            ));
+            return Err(FetchError::DigestMismatch {
+                reference: reference.to_string(),
+                actual,
+                expected,
+            });
         }
         Ok(layer.data.to_vec())
     }
@@ -523,25 +673,31 @@ impl Fetcher {
     }
 }
 
+/// `reference` parsed as an OCI reference.
+pub fn parse_reference(reference: &str) -> Result<Reference, FetchError> {
+    reference
+        .parse()
+        .map_err(|source| FetchError::InvalidReference {
+            reference: reference.to_string(),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sources() {
+        let parse = |url| ModuleSource::parse(url).expect("a source");
         assert_eq!(
-            ModuleSource::parse("file:///p.wasm"),
-            Ok(ModuleSource::File("/p.wasm".into()))
+            parse("file:///p.wasm"),
+            ModuleSource::File("/p.wasm".into())
         );
+        assert_eq!(parse("/p.wasm"), ModuleSource::File("/p.wasm".into()));
         assert_eq!(
-            ModuleSource::parse("/p.wasm"),
-            Ok(ModuleSource::File("/p.wasm".into()))
-        );
-        assert_eq!(
-            ModuleSource::parse("ghcr.io/kubewarden/policies/p:v1"),
-            Ok(ModuleSource::Registry(
-                "ghcr.io/kubewarden/policies/p:v1".into()
-            ))
+            parse("ghcr.io/kubewarden/policies/p:v1"),
+            ModuleSource::Registry("ghcr.io/kubewarden/policies/p:v1".into())
         );
         assert!(ModuleSource::parse("ftp://x/p.wasm").is_err());
         assert_eq!(
@@ -633,12 +789,14 @@ mod tests {
         let err = fetcher
             .fetch("http://127.0.0.1:9/p.wasm")
             .await
-            .expect_err("refused");
+            .expect_err("refused")
+            .to_string();
         assert!(err.contains("only allowed from insecure_sources"), "{err}");
         let err = fetcher
             .fetch("file:///does/not/exist.wasm")
             .await
-            .expect_err("missing");
+            .expect_err("missing")
+            .to_string();
         assert!(err.contains("cannot read"), "{err}");
     }
 }

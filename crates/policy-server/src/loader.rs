@@ -10,17 +10,18 @@ use api_types::config::{
     PoliciesConfig, PolicyEntry, PolicyGroupMemberEntry, PolicyOrGroup, VerificationConfig,
 };
 use api_types::crd::PolicyMode;
+use api_types::error_text::with_causes;
 use api_types::group_expression::GroupExpression;
 use api_types::load_status::{LoadFailureReason, PolicyLoadStatus, RejectedUpdate};
 use policy_evaluator::host::HostCapabilities;
 use policy_evaluator::{
-    EvaluationLimits, EvaluatorSettings, PolicyEngine, PolicyEvaluator, PolicyModule,
+    EvaluationLimits, EvaluatorSettings, LoadError, PolicyEngine, PolicyEvaluator, PolicyModule,
 };
 
 use crate::api::ServedPolicies;
 use crate::capabilities::{ContextGrants, ServerCapabilities, context_grants};
-use crate::fetch::Fetcher;
-use crate::signatures::SignatureVerifier;
+use crate::fetch::{FetchError, Fetcher};
+use crate::signatures::{SignatureVerifier, VerifyError};
 
 /// How a served policy decides.
 #[derive(Debug)]
@@ -49,6 +50,27 @@ pub struct ServedPolicy {
     /// The decider (shared with the evaluation threads), or why the policy cannot run.
     pub decider: Result<Arc<Decider>, LoadFailure>,
 }
+
+/// Why a module cannot be used. Shared (in an `Arc`) by every policy that names the module.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("cannot load {url}")]
+    Load {
+        url: String,
+        #[source]
+        source: LoadError,
+    },
+    /// A module the load did not fetch first: a bug, reported rather than a panic.
+    #[error("{url} was not fetched")]
+    NotFetched { url: String },
+}
+
+/// What fetching one module gave.
+type Fetched = Result<Vec<u8>, Arc<ModuleError>>;
 
 /// Why a policy cannot be served: what its requests are answered with (code 500) and what
 /// `GET /status` reports.
@@ -140,14 +162,14 @@ pub struct LoadOptions {
 /// beforehand.
 struct ModuleCache<'a> {
     engine: &'a PolicyEngine,
-    fetched: HashMap<String, Result<Vec<u8>, String>>,
+    fetched: HashMap<String, Fetched>,
     /// Modules compiled before (by an earlier load of a reloading server), used as they are.
     known: HashMap<String, Arc<PolicyModule>>,
-    modules: HashMap<String, Result<Arc<PolicyModule>, String>>,
+    modules: HashMap<String, Result<Arc<PolicyModule>, Arc<ModuleError>>>,
 }
 
 impl ModuleCache<'_> {
-    fn get(&mut self, url: &str) -> Result<Arc<PolicyModule>, String> {
+    fn get(&mut self, url: &str) -> Result<Arc<PolicyModule>, Arc<ModuleError>> {
         if let Some(module) = self.known.get(url) {
             return Ok(module.clone());
         }
@@ -155,15 +177,18 @@ impl ModuleCache<'_> {
             return module.clone();
         }
         let started = std::time::Instant::now();
-        let fetched = self
-            .fetched
-            .remove(url)
-            .unwrap_or_else(|| Err(format!("{url} was not fetched")));
+        let fetched = self.fetched.remove(url).unwrap_or_else(|| {
+            Err(Arc::new(ModuleError::NotFetched {
+                url: url.to_string(),
+            }))
+        });
         let module = fetched.and_then(|wasm| {
-            self.engine
-                .load(&wasm)
-                .map(Arc::new)
-                .map_err(|e| format!("cannot load {url}: {e}"))
+            self.engine.load(&wasm).map(Arc::new).map_err(|source| {
+                Arc::new(ModuleError::Load {
+                    url: url.to_string(),
+                    source,
+                })
+            })
         });
         match &module {
             Ok(m) => tracing::info!(
@@ -172,7 +197,10 @@ impl ModuleCache<'_> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "module ready"
             ),
-            Err(reason) => tracing::error!(module = url, %reason, "module cannot be used"),
+            Err(error) => {
+                let reason = with_causes(error.as_ref());
+                tracing::error!(module = url, %reason, "module cannot be used")
+            }
         }
         self.modules.insert(url.to_string(), module.clone());
         module
@@ -188,9 +216,12 @@ fn evaluator(
     timeout_eval_seconds: Option<u32>,
     host_capabilities: Option<Vec<String>>,
 ) -> Result<PolicyEvaluator, LoadFailure> {
-    let module = modules
-        .get(module)
-        .map_err(|message| LoadFailure::new(LoadFailureReason::ModuleUnavailable, message))?;
+    let module = modules.get(module).map_err(|error| {
+        LoadFailure::new(
+            LoadFailureReason::ModuleUnavailable,
+            with_causes(error.as_ref()),
+        )
+    })?;
     let mut config = EvaluatorSettings::new(id);
     config.settings = settings;
     config.host_capabilities = host_capabilities.unwrap_or_default();
@@ -208,7 +239,7 @@ fn evaluator(
     let answer = evaluator.validate_settings().map_err(|e| {
         LoadFailure::new(
             LoadFailureReason::SettingsInvalid,
-            format!("cannot validate the settings: {e}"),
+            format!("cannot validate the settings: {}", with_causes(&e)),
         )
     })?;
     if !answer.valid {
@@ -331,7 +362,7 @@ type Modules = HashMap<String, Arc<PolicyModule>>;
 fn load_policies(
     engine: &PolicyEngine,
     config: PoliciesConfig,
-    fetched: HashMap<String, Result<Vec<u8>, String>>,
+    fetched: HashMap<String, Fetched>,
     known: Modules,
     options: &LoadOptions,
 ) -> (HashMap<String, ServedPolicy>, Modules) {
@@ -482,7 +513,8 @@ impl Loader {
                 .iter()
                 .map(|(id, kinds)| (id.clone(), kinds.clone())),
         );
-        if let Err(reason) = self.capabilities.watch_kinds(&both).await {
+        if let Err(error) = self.capabilities.watch_kinds(&both).await {
+            let reason = with_causes(&error);
             tracing::error!(%reason, "context-aware policies cannot read some kinds");
         }
         let mut served = ServedPolicies::new();
@@ -572,7 +604,7 @@ impl Loader {
     async fn fetch(
         &self,
         urls: Vec<String>,
-    ) -> Result<HashMap<String, Result<Vec<u8>, String>>, tokio::task::JoinError> {
+    ) -> Result<HashMap<String, Fetched>, tokio::task::JoinError> {
         let mut downloads = tokio::task::JoinSet::new();
         for url in urls {
             let fetcher = self.fetcher.clone();
@@ -580,16 +612,20 @@ impl Loader {
             let verification = self.verification.clone();
             downloads.spawn(async move {
                 let result = match verification {
-                    Some(verification) => signatures.fetch_module(&url, &verification).await,
-                    None => fetcher.fetch(&url).await,
+                    Some(verification) => signatures
+                        .fetch_module(&url, &verification)
+                        .await
+                        .map_err(ModuleError::from),
+                    None => fetcher.fetch(&url).await.map_err(ModuleError::from),
                 };
-                (url, result)
+                (url, result.map_err(Arc::new))
             });
         }
         let mut fetched = HashMap::new();
         while let Some(done) = downloads.join_next().await {
             let (url, result) = done?;
-            if let Err(reason) = &result {
+            if let Err(error) = &result {
+                let reason = with_causes(error.as_ref());
                 tracing::error!(module = %url, %reason, "module cannot be fetched");
             }
             fetched.insert(url, result);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use api_types::config::{PoliciesConfig, SourcesConfig, VerificationConfig};
+use api_types::error_text::with_causes;
 use api_types::load_status::{PolicyServerLoadStatus, STATUS_PATH};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,7 +20,7 @@ use policy_evaluator::limits::DEFAULT_MEMORY_LIMIT_BYTES;
 use policy_evaluator::{EngineOptions, PolicyEngine, PoolingOptions};
 
 use crate::api::{AppState, ServedPolicies, router};
-use crate::capabilities::kubernetes::KubernetesContext;
+use crate::capabilities::kubernetes::{ContextError, KubernetesContext};
 use crate::capabilities::{ServerCapabilities, context_grants, watched_kinds};
 use crate::cli::Cli;
 use crate::fetch::{DockerCredentials, Fetcher};
@@ -270,7 +271,7 @@ impl PolicyServer {
         std::fs::create_dir_all(&download_dir)
             .with_context(|| format!("creating {}", download_dir.display()))?;
         let credentials = match &cli.docker_config_json_path {
-            Some(dir) => DockerCredentials::read(dir).map_err(anyhow::Error::msg)?,
+            Some(dir) => DockerCredentials::read(dir)?,
             None => DockerCredentials::default(),
         };
         let fetcher = Fetcher {
@@ -292,7 +293,7 @@ impl PolicyServer {
             None => None,
         };
         let trust_root = match &cli.sigstore_trust_config {
-            Some(path) => TrustRoot::from_file(path).map_err(anyhow::Error::msg)?,
+            Some(path) => TrustRoot::from_file(path)?,
             None => TrustRoot::public_good(
                 std::path::absolute(&cli.sigstore_cache_dir).with_context(|| {
                     format!(
@@ -503,11 +504,12 @@ async fn host_capabilities(
     let kinds = watched_kinds(&grants);
     let context = match kube::Client::try_default().await {
         Ok(client) => KubernetesContext::start(client, &kinds).await,
-        Err(error) => Err(format!("no Kubernetes configuration: {error}")),
+        Err(error) => Err(ContextError::NoConfiguration(error)),
     };
     let context = match context {
         Ok(context) => {
-            if let Err(reason) = context.wait_until_ready(CONTEXT_CACHE_TIMEOUT).await {
+            if let Err(error) = context.wait_until_ready(CONTEXT_CACHE_TIMEOUT).await {
+                let reason = with_causes(&error);
                 tracing::error!(%reason, "context-aware policies will fail until the caches fill");
             }
             if !kinds.is_empty() {
@@ -519,16 +521,18 @@ async fn host_capabilities(
             }
             Ok(Arc::new(context))
         }
-        Err(reason) if kinds.is_empty() || cli.ignore_kubernetes_connection_failure => {
+        Err(error) if kinds.is_empty() || cli.ignore_kubernetes_connection_failure => {
+            let reason = with_causes(&error);
             if !kinds.is_empty() {
                 tracing::error!(%reason, "cannot reach Kubernetes; context-aware policies will fail");
             } else {
                 tracing::debug!(%reason, "no Kubernetes connection; no policy needs one");
             }
-            Err(reason)
+            Err(error)
         }
-        Err(reason) => bail!(
-            "cannot reach Kubernetes for the context-aware policies: {reason} (pass --ignore-kubernetes-connection-failure to start anyway)"
+        Err(error) => bail!(
+            "cannot reach Kubernetes for the context-aware policies: {} (pass --ignore-kubernetes-connection-failure to start anyway)",
+            with_causes(&error)
         ),
     };
     Ok(Arc::new(ServerCapabilities::new(

@@ -8,7 +8,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::host_imports::{HostState, WapcCall};
 use super::{PolicyContext, Request, Target};
-use crate::error::{EvaluationError, classify};
+use crate::error::{EvaluationError, classify, limit_reached};
 use crate::limits::{MemoryLimiter, deadline_ticks};
 use crate::response::{AdmissionResponse, SettingsValidationResponse, ValidationResponse};
 
@@ -38,11 +38,10 @@ pub(super) fn instantiate(
     policy: &PolicyContext,
     store: &mut Store<HostState>,
 ) -> Result<Instance, EvaluationError> {
-    pre.instantiate(&mut *store)
-        .map_err(|err| match classify_in(store, err, policy) {
-            EvaluationError::Trap(message) => EvaluationError::Instantiation(message),
-            other => other,
-        })
+    pre.instantiate(&mut *store).map_err(|err| {
+        limit_reached(&err, store.data().limiter.exceeded, &policy.limits)
+            .unwrap_or(EvaluationError::Instantiation(err))
+    })
 }
 
 /// Names the cause of a failed call.

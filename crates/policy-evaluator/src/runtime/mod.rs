@@ -129,7 +129,7 @@ pub(crate) fn link(module: Module, mode: ExecutionMode) -> Result<Linked, LoadEr
     let instance_pre = |module: &Module| {
         host_imports::linker(module.engine())
             .and_then(|linker| linker.instantiate_pre(module))
-            .map_err(|e| LoadError::Link(format!("{e:#}")))
+            .map_err(LoadError::Link)
     };
     Ok(match mode {
         ExecutionMode::KubewardenWapc => Linked::Wapc(instance_pre(&module)?),

@@ -78,8 +78,9 @@ impl WapcRuntime {
         }
         let guest_call = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
-            .map_err(|e| {
-                EvaluationError::Instantiation(format!("__guest_call has the wrong signature: {e}"))
+            .map_err(|source| EvaluationError::WrongSignature {
+                export: "__guest_call",
+                source,
             })?;
         let memory = instance.get_memory(&mut store, "memory");
         Ok(WarmInstance {

@@ -73,10 +73,31 @@ fn strip_bulk(object: &mut DynamicObject) {
     }
 }
 
+/// The Kubernetes context (its watch caches) cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("no Kubernetes configuration")]
+    NoConfiguration(#[source] kube::Error),
+    #[error("cannot find {kind} in the API server")]
+    UnknownKind {
+        kind: KindRef,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the caches of {} are not filled after {timeout:?}", pending.join(", "))]
+    NotFilled {
+        pending: Vec<String>,
+        timeout: Duration,
+    },
+}
+
 impl KubernetesContext {
     /// Resolves each kind with the API server's discovery and starts its watch cache (on the
     /// current tokio runtime).
-    pub async fn start(client: kube::Client, kinds: &BTreeSet<KindRef>) -> Result<Self, String> {
+    pub async fn start(
+        client: kube::Client,
+        kinds: &BTreeSet<KindRef>,
+    ) -> Result<Self, ContextError> {
         let context = KubernetesContext {
             client,
             caches: RwLock::new(HashMap::new()),
@@ -93,7 +114,7 @@ impl KubernetesContext {
 
     /// Starts the watch caches of the `kinds` not cached yet, and says how many; the kinds
     /// before the first that cannot be resolved keep theirs.
-    pub async fn watch(&self, kinds: &BTreeSet<KindRef>) -> Result<usize, String> {
+    pub async fn watch(&self, kinds: &BTreeSet<KindRef>) -> Result<usize, ContextError> {
         let missing: Vec<KindRef> = {
             let caches = self.caches();
             kinds
@@ -112,7 +133,7 @@ impl KubernetesContext {
         Ok(missing.len())
     }
 
-    async fn start_cache(&self, kind: &KindRef) -> Result<KindCache, String> {
+    async fn start_cache(&self, kind: &KindRef) -> Result<KindCache, ContextError> {
         let (group, version) = match kind.api_version.split_once('/') {
             Some((group, version)) => (group, version),
             None => ("", kind.api_version.as_str()),
@@ -120,7 +141,10 @@ impl KubernetesContext {
         let gvk = GroupVersionKind::gvk(group, version, &kind.kind);
         let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
             .await
-            .map_err(|e| format!("cannot find {kind} in the API server: {e}"))?;
+            .map_err(|source| ContextError::UnknownKind {
+                kind: kind.clone(),
+                source,
+            })?;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
         let writer = reflector::store::Writer::new(resource.clone());
         let store = writer.as_reader();
@@ -147,7 +171,7 @@ impl KubernetesContext {
 
     /// Waits until every cache holds its initial list, at most `timeout`; names the kinds
     /// still loading otherwise.
-    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), ContextError> {
         let caches: Vec<(KindRef, Arc<KindCache>)> = self
             .caches()
             .iter()
@@ -159,15 +183,12 @@ impl KubernetesContext {
         match tokio::time::timeout(timeout, futures::future::join_all(waits)).await {
             Ok(_) => Ok(()),
             Err(_) => {
-                let pending: Vec<String> = caches
+                let pending = caches
                     .iter()
                     .filter(|(_, cache)| cache.store.is_empty())
                     .map(|(kind, _)| kind.to_string())
                     .collect();
-                Err(format!(
-                    "the caches of {} are not filled after {timeout:?}",
-                    pending.join(", ")
-                ))
+                Err(ContextError::NotFilled { pending, timeout })
             }
         }
     }

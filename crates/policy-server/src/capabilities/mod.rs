@@ -16,12 +16,13 @@ use std::future::Future;
 use std::net::ToSocketAddrs;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use api_types::error_text::with_causes;
 use policy_evaluator::host::{Capability, HostCapabilities, KindObjects};
 use serde_json::json;
 
 use crate::fetch::Fetcher;
 use crate::signatures::{SignatureVerifier, requests};
-use kubernetes::{CanIQuery, GetQuery, KindRef, ListQuery, SharedContext};
+use kubernetes::{CanIQuery, ContextError, GetQuery, KindRef, ListQuery, SharedContext};
 
 /// The policy-server's provider of host capabilities.
 pub struct ServerCapabilities {
@@ -50,14 +51,15 @@ impl std::fmt::Debug for ServerCapabilities {
 impl ServerCapabilities {
     pub fn new(
         runtime: tokio::runtime::Handle,
-        kubernetes: Result<SharedContext, String>,
+        kubernetes: Result<SharedContext, ContextError>,
         registry: Fetcher,
         signatures: Arc<SignatureVerifier>,
         context_grants: ContextGrants,
     ) -> Self {
         let (kubernetes, kubernetes_missing) = match kubernetes {
             Ok(context) => (Some(context), String::new()),
-            Err(reason) => (None, reason),
+            // What every Kubernetes capability call is answered.
+            Err(error) => (None, with_causes(&error)),
         };
         ServerCapabilities {
             runtime,
@@ -81,13 +83,13 @@ impl ServerCapabilities {
     /// Starts the caches of the kinds in `grants` that no policy could read before, and waits
     /// for their first lists. Without a Kubernetes connection there is nothing to start; the
     /// calls then answer why they cannot be served.
-    pub async fn watch_kinds(&self, grants: &ContextGrants) -> Result<(), String> {
+    pub async fn watch_kinds(&self, grants: &ContextGrants) -> Result<(), ContextError> {
         if let Some(context) = &self.kubernetes {
             let started = context.watch(&watched_kinds(grants)).await?;
             if started > 0
-                && let Err(reason) = context.wait_until_ready(CONTEXT_CACHE_FILL_TIMEOUT).await
+                && let Err(error) = context.wait_until_ready(CONTEXT_CACHE_FILL_TIMEOUT).await
             {
-                tracing::error!(%reason, "context-aware policies will fail until the caches fill");
+                tracing::error!(reason = %with_causes(&error), "context-aware policies will fail until the caches fill");
             }
         }
         Ok(())
@@ -217,7 +219,9 @@ impl HostCapabilities for ServerCapabilities {
             }
             Capability::OciVerifyV1 | Capability::OciVerifyV2 => {
                 let (image, expectation) = requests::parse(capability, payload)?;
-                let digest = self.block_on(self.signatures.verify(&image, &expectation))??;
+                let digest = self
+                    .block_on(self.signatures.verify(&image, &expectation))?
+                    .map_err(|e| with_causes(&e))?;
                 serde_json::to_vec(&json!({"is_trusted": true, "digest": digest}))
                     .map_err(|e| e.to_string())
             }

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use api_types::capabilities::Capability;
 
-use crate::fetch::{DOWNLOAD_TIMEOUT, Fetcher, with_causes};
+use api_types::error_text::with_causes;
+
+use crate::fetch::{DOWNLOAD_TIMEOUT, Fetcher};
 
 /// Answers `capability` (`oci/v1/manifest_digest`, `oci/v1/oci_manifest`,
 /// `oci/v1/oci_manifest_config`) for `image`.
@@ -22,7 +24,9 @@ pub async fn query(
     let reference: Reference = image
         .parse()
         .map_err(|e| format!("{image:?} is not an OCI reference: {e}"))?;
-    let (client, auth) = registry.registry_client(&reference)?;
+    let (client, auth) = registry
+        .registry_client(&reference)
+        .map_err(|e| with_causes(&e))?;
     let failed = |e: oci_client::errors::OciDistributionError| {
         format!("cannot query {image}: {}", with_causes(&e))
     };

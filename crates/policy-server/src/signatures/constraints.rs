@@ -20,6 +20,13 @@ enum Identity {
     Certificate(Signature),
 }
 
+/// An expected signature that cannot be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum ConstraintError {
+    #[error("the public key cannot be read")]
+    PublicKey(#[source] sigstore::errors::SigstoreError),
+}
+
 /// A [`Signature`] ready to be checked against signature layers.
 #[derive(Debug)]
 pub struct SignatureConstraint {
@@ -28,11 +35,11 @@ pub struct SignatureConstraint {
 }
 
 impl SignatureConstraint {
-    pub fn new(signature: &Signature) -> Result<Self, String> {
+    pub fn new(signature: &Signature) -> Result<Self, ConstraintError> {
         let identity = match signature {
             Signature::PubKey { key, .. } => Identity::Key(
                 PublicKeyVerifier::try_from(key.trim().as_bytes())
-                    .map_err(|e| format!("the public key cannot be read: {e}"))?,
+                    .map_err(ConstraintError::PublicKey)?,
             ),
             other => Identity::Certificate(other.clone()),
         };

@@ -28,14 +28,58 @@ use sigstore::cosign::verification_constraint::{
 use sigstore::cosign::{CosignCapabilities, SignatureLayer};
 use sigstore::registry::oci_reference::OciReference;
 
-use crate::fetch::{Fetcher, ModuleSource, with_causes};
+use api_types::error_text::with_causes;
+
+use crate::fetch::{FetchError, Fetcher, ModuleSource};
+pub use constraints::ConstraintError;
 use constraints::SignatureConstraint;
-pub use trust::TrustRoot;
+pub use trust::{TrustError, TrustRoot};
 
 /// How long a successful verification is reused.
 const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Longest a verification may wait for the registry.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An artifact's signatures could not be verified, or do not satisfy what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot verify {image}: the registry did not answer within {REGISTRY_TIMEOUT:?}")]
+    Timeout { image: String },
+    #[error("{image:?} is not an OCI reference")]
+    InvalidReference {
+        image: String,
+        #[source]
+        source: sigstore::errors::SigstoreError,
+    },
+    #[error("cannot verify {image}: {step}")]
+    Registry {
+        image: String,
+        step: &'static str,
+        #[source]
+        source: sigstore::errors::SigstoreError,
+    },
+    #[error(
+        "Image verification of {image} failed: no trusted signatures found (the image has no cosign signatures, or none that verify against its digest and the trust root)"
+    )]
+    NoTrustedSignatures { image: String },
+    #[error("Image verification of {image} failed: {unsatisfied}")]
+    Unsatisfied { image: String, unsatisfied: String },
+    #[error("invalid expected signature:\n{signature}")]
+    InvalidExpectation {
+        /// The signature as YAML.
+        signature: String,
+        #[source]
+        source: constraints::ConstraintError,
+    },
+    #[error("the certificate cannot be used")]
+    Certificate(#[source] sigstore::errors::SigstoreError),
+    #[error(
+        "signature verification is configured (--verification-path), but {url} is not in an OCI registry: only registry:// modules carry signatures"
+    )]
+    NotInRegistry { url: String },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
 
 /// Checks cosign signatures of OCI artifacts.
 #[derive(Debug)]
@@ -56,7 +100,11 @@ impl SignatureVerifier {
     }
 
     /// Verifies `image` against `expectation`; the answer is the verified manifest digest.
-    pub async fn verify(&self, image: &str, expectation: &Expectation) -> Result<String, String> {
+    pub async fn verify(
+        &self,
+        image: &str,
+        expectation: &Expectation,
+    ) -> Result<String, VerifyError> {
         let key = format!(
             "{image}\n{}",
             serde_json::to_string(expectation).unwrap_or_default()
@@ -74,16 +122,17 @@ impl SignatureVerifier {
             self.trusted_layers(image, keyless_trust.as_ref().and_then(|t| t.as_ref().ok())),
         )
         .await
-        .map_err(|_| {
-            format!(
-                "cannot verify {image}: the registry did not answer within {REGISTRY_TIMEOUT:?}"
-            )
+        .map_err(|_| VerifyError::Timeout {
+            image: image.to_string(),
         })??;
-        let keyless_unavailable = keyless_trust.and_then(Result::err);
+        let keyless_unavailable = keyless_trust
+            .and_then(Result::err)
+            .map(|error| with_causes(error.as_ref()));
         Expected::new(expectation)?
             .check(&layers, keyless_unavailable.as_deref())
-            .map_err(|unsatisfied| {
-                format!("Image verification of {image} failed: {unsatisfied}")
+            .map_err(|unsatisfied| VerifyError::Unsatisfied {
+                image: image.to_string(),
+                unsatisfied,
             })?;
         tracing::info!(image, %digest, signatures = layers.len(), "signatures verified");
         if let Ok(mut verified) = self.verified.lock() {
@@ -99,16 +148,16 @@ impl SignatureVerifier {
         &self,
         url: &str,
         config: &VerificationConfig,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, VerifyError> {
         let ModuleSource::Registry(reference) = ModuleSource::parse(url)? else {
-            return Err(format!(
-                "signature verification is configured (--verification-path), but {url} is not in an OCI registry: only registry:// modules carry signatures"
-            ));
+            return Err(VerifyError::NotInRegistry {
+                url: url.to_string(),
+            });
         };
         let digest = self
             .verify(&reference, &Expectation::Config(config.clone()))
             .await?;
-        self.registry.fetch_at_digest(url, &digest).await
+        Ok(self.registry.fetch_at_digest(url, &digest).await?)
     }
 
     fn cached(&self, key: &str) -> Option<String> {
@@ -124,12 +173,19 @@ impl SignatureVerifier {
         &self,
         image: &str,
         trust_root: Option<&std::sync::Arc<trust::Root>>,
-    ) -> Result<(String, Vec<SignatureLayer>), String> {
-        let failed = |what: &str, e: &dyn std::error::Error| {
-            format!("cannot verify {image}: {what}: {}", with_causes(e))
+    ) -> Result<(String, Vec<SignatureLayer>), VerifyError> {
+        let failed = |step: &'static str| {
+            move |source| VerifyError::Registry {
+                image: image.to_string(),
+                step,
+                source,
+            }
         };
-        let reference = OciReference::from_str(image)
-            .map_err(|e| format!("{image:?} is not an OCI reference: {e}"))?;
+        let reference =
+            OciReference::from_str(image).map_err(|source| VerifyError::InvalidReference {
+                image: image.to_string(),
+                source,
+            })?;
         let settings = self.registry.registry_settings(reference.registry())?;
         let config = sigstore::registry::ClientConfig {
             protocol: sigstore::registry::ClientProtocol::HttpsExcept(settings.insecure_sources),
@@ -153,30 +209,30 @@ impl SignatureVerifier {
         if let Some(root) = trust_root {
             builder = builder
                 .with_trust_repository(root.as_ref())
-                .map_err(|e| failed("the Sigstore trust root is unusable", &e))?;
+                .map_err(failed("the Sigstore trust root is unusable"))?;
         }
         let mut client = builder
             .build()
-            .map_err(|e| failed("cannot build the registry client", &e))?;
+            .map_err(failed("cannot build the registry client"))?;
         let (_, digest) = client
             .triangulate(&reference, &auth)
             .await
-            .map_err(|e| failed("cannot read its manifest", &e))?;
+            .map_err(failed("cannot read its manifest"))?;
         // The layers of exactly that digest, even if the tag moves meanwhile.
         let pinned = OciReference::from_str(&format!(
             "{}/{}@{digest}",
             reference.registry(),
             reference.repository()
         ))
-        .map_err(|e| format!("cannot verify {image}: {e}"))?;
+        .map_err(failed("cannot pin its digest"))?;
         let layers = client
             .trusted_signature_layers(&auth, &pinned)
             .await
-            .map_err(|e| failed("cannot read its signatures", &e))?;
+            .map_err(failed("cannot read its signatures"))?;
         if layers.is_empty() {
-            return Err(format!(
-                "Image verification of {image} failed: no trusted signatures found (the image has no cosign signatures, or none that verify against its digest and the trust root)"
-            ));
+            return Err(VerifyError::NoTrustedSignatures {
+                image: image.to_string(),
+            });
         }
         Ok((digest, layers))
     }
@@ -228,9 +284,13 @@ struct Check {
 }
 
 impl Check {
-    fn signature(signature: &Signature) -> Result<Self, String> {
-        let constraint = SignatureConstraint::new(signature)
-            .map_err(|e| format!("invalid expected signature:\n{}{e}", signature.to_yaml()))?;
+    fn signature(signature: &Signature) -> Result<Self, VerifyError> {
+        let constraint = SignatureConstraint::new(signature).map_err(|source| {
+            VerifyError::InvalidExpectation {
+                signature: signature.to_yaml(),
+                source,
+            }
+        })?;
         Ok(Check {
             description: signature.to_yaml(),
             keyless: constraint.is_keyless(),
@@ -259,14 +319,14 @@ struct Expected {
 }
 
 impl Expected {
-    fn new(expectation: &Expectation) -> Result<Self, String> {
+    fn new(expectation: &Expectation) -> Result<Self, VerifyError> {
         match expectation {
             Expectation::Config(config) => {
                 let prepare = |signatures: &[Signature]| {
                     signatures
                         .iter()
                         .map(Check::signature)
-                        .collect::<Result<Vec<_>, String>>()
+                        .collect::<Result<Vec<_>, VerifyError>>()
                 };
                 Ok(Expected {
                     all_of: prepare(config.all_of.as_deref().unwrap_or_default())?,
@@ -304,7 +364,7 @@ impl Expected {
                     *require_rekor_bundle,
                     chain.as_deref(),
                 )
-                .map_err(|e| format!("the certificate cannot be used: {e}"))?;
+                .map_err(VerifyError::Certificate)?;
                 let mut all_of = vec![Check {
                     description: format!(
                         "kind: certificate\nrequireRekorBundle: {require_rekor_bundle}\n"

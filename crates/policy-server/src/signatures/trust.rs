@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api_types::error_text::with_causes;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use sha2::{Digest as _, Sha256};
@@ -29,7 +30,42 @@ const TUF_TIMEOUT: Duration = Duration::from_secs(30);
 const TUF_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// When the public-good trust root was last fetched, and what came of it.
-type Fetched = Option<(Instant, Result<Arc<Root>, String>)>;
+type Fetched = Option<(Instant, Result<Arc<Root>, Arc<TrustError>>)>;
+
+const TUF_ADVICE: &str = "pass --sigstore-trust-config (a PolicyServer's spec.sigstoreTrustConfig) where the internet cannot be reached";
+
+/// A Sigstore trust root cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read the Sigstore trust config {}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: sigstore::errors::SigstoreError,
+    },
+    #[error("the Sigstore trust config {} has no usable certificate authority", path.display())]
+    NoAuthority {
+        path: PathBuf,
+        #[source]
+        source: sigstore::errors::SigstoreError,
+    },
+    #[error("both a Fulcio certificate and a Rekor public key are required")]
+    IncompleteManualRoot,
+    #[error("a Fulcio certificate is not a PEM certificate")]
+    FulcioCertificate(#[source] rustls_pki_types::pem::Error),
+    #[error("the Rekor public key is not a PEM public key")]
+    RekorKey(#[source] rustls_pki_types::pem::Error),
+    #[error("cannot create the Sigstore cache directory {}", dir.display())]
+    CacheDirectory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot fetch the Sigstore trust root from its TUF repository ({TUF_ADVICE})")]
+    Tuf(#[source] sigstore::errors::SigstoreError),
+    #[error("the Sigstore TUF repository did not answer within {TUF_TIMEOUT:?}; {TUF_ADVICE}")]
+    TufTimeout,
+}
 
 enum Source {
     /// Read at start-up from `--sigstore-trust-config`, or given as certificates and keys.
@@ -57,21 +93,21 @@ pub struct TrustRoot(Arc<Source>);
 
 impl TrustRoot {
     /// Reads `path` (a `ClientTrustConfig` JSON).
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, TrustError> {
         let root =
-            SigstoreTrustRoot::from_client_trust_config(&path.to_path_buf()).map_err(|e| {
-                format!(
-                    "cannot read the Sigstore trust config {}: {e}",
-                    path.display()
-                )
+            SigstoreTrustRoot::from_client_trust_config(&path.to_path_buf()).map_err(|source| {
+                TrustError::ReadConfig {
+                    path: path.to_path_buf(),
+                    source,
+                }
             })?;
         // A trust config without Fulcio authorities cannot check any keyless signature; say so
         // now rather than at the first verification.
-        sigstore::trust::TrustRoot::fulcio_certs(&root).map_err(|e| {
-            format!(
-                "the Sigstore trust config {} has no usable certificate authority: {e}",
-                path.display()
-            )
+        sigstore::trust::TrustRoot::fulcio_certs(&root).map_err(|source| {
+            TrustError::NoAuthority {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         Ok(TrustRoot(Arc::new(Source::Given(Arc::new(root)))))
     }
@@ -81,20 +117,20 @@ impl TrustRoot {
     pub fn manual(
         fulcio_certificates: &[Vec<u8>],
         rekor_public_key: &[u8],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TrustError> {
         if fulcio_certificates.is_empty() {
-            return Err("both a Fulcio certificate and a Rekor public key are required".into());
+            return Err(TrustError::IncompleteManualRoot);
         }
         let fulcio_certs = fulcio_certificates
             .iter()
             .map(|pem| {
                 CertificateDer::from_pem_slice(pem)
                     .map(CertificateDer::into_owned)
-                    .map_err(|e| format!("a Fulcio certificate is not a PEM certificate: {e}"))
+                    .map_err(TrustError::FulcioCertificate)
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, TrustError>>()?;
         let rekor = SubjectPublicKeyInfoDer::from_pem_slice(rekor_public_key)
-            .map_err(|e| format!("the Rekor public key is not a PEM public key: {e}"))?;
+            .map_err(TrustError::RekorKey)?;
         // Rekor bundles name their log by the SHA-256 of its key.
         let log_id: String = Sha256::digest(rekor.as_ref())
             .iter()
@@ -117,7 +153,9 @@ impl TrustRoot {
     }
 
     /// The trust root, fetching it first when it comes from TUF.
-    pub async fn get(&self) -> Result<Arc<Root>, String> {
+    /// The trust root; an error is shared by the verifications that wait for the same
+    /// attempt.
+    pub async fn get(&self) -> Result<Arc<Root>, Arc<TrustError>> {
         match self.0.as_ref() {
             Source::Given(root) => Ok(root.clone()),
             Source::Tuf { cache_dir, fetched } => {
@@ -127,12 +165,15 @@ impl TrustRoot {
                 {
                     return result.clone();
                 }
-                let result = fetch_public_good(cache_dir).await;
+                let result = fetch_public_good(cache_dir).await.map_err(Arc::new);
                 match &result {
                     Ok(_) => tracing::info!(
                         "Sigstore trust root fetched from the public-good TUF repository"
                     ),
-                    Err(reason) => tracing::warn!(%reason, "keyless signatures cannot be verified"),
+                    Err(error) => {
+                        let reason = with_causes(error.as_ref());
+                        tracing::warn!(%reason, "keyless signatures cannot be verified")
+                    }
                 }
                 *fetched = Some((Instant::now(), result.clone()));
                 result
@@ -141,21 +182,16 @@ impl TrustRoot {
     }
 }
 
-async fn fetch_public_good(cache_dir: &std::path::Path) -> Result<Arc<Root>, String> {
-    let advice = "pass --sigstore-trust-config (a PolicyServer's spec.sigstoreTrustConfig) where the internet cannot be reached";
-    if let Err(err) = tokio::fs::create_dir_all(cache_dir).await {
-        return Err(format!(
-            "cannot create the Sigstore cache directory {}: {err}",
-            cache_dir.display()
-        ));
-    }
+async fn fetch_public_good(cache_dir: &std::path::Path) -> Result<Arc<Root>, TrustError> {
+    tokio::fs::create_dir_all(cache_dir)
+        .await
+        .map_err(|source| TrustError::CacheDirectory {
+            dir: cache_dir.to_path_buf(),
+            source,
+        })?;
     match tokio::time::timeout(TUF_TIMEOUT, SigstoreTrustRoot::new(Some(cache_dir))).await {
         Ok(Ok(root)) => Ok(Arc::new(root) as Arc<Root>),
-        Ok(Err(err)) => Err(format!(
-            "cannot fetch the Sigstore trust root from its TUF repository: {err}; {advice}"
-        )),
-        Err(_) => Err(format!(
-            "the Sigstore TUF repository did not answer within {TUF_TIMEOUT:?}; {advice}"
-        )),
+        Ok(Err(err)) => Err(TrustError::Tuf(err)),
+        Err(_) => Err(TrustError::TufTimeout),
     }
 }

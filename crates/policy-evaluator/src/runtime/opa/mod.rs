@@ -87,7 +87,7 @@ impl OpaModule {
                 },
             )
             .unwrap_or_else(|| MemoryType::new64(DEFAULT_MEMORY_PAGES, None));
-        let linker = linker(&engine).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let linker = linker(&engine).map_err(LoadError::Link)?;
         let mut opa = OpaModule {
             module,
             linker,
@@ -114,14 +114,13 @@ impl OpaModule {
             let entrypoints = abi.call_value_export(store, &instance, "entrypoints")?;
             Ok((builtins, entrypoints))
         };
-        let (needed, entrypoints) = inspect(&mut store)
-            .map_err(|e| LoadError::Link(format!("not a usable OPA WebAssembly module: {e:#}")))?;
+        let (needed, entrypoints) = inspect(&mut store).map_err(LoadError::NotOpaModule)?;
         if !entrypoints
             .as_object()
             .is_some_and(|map| map.values().any(|id| id.as_i64() == Some(0)))
         {
-            return Err(LoadError::Link(format!(
-                "the OPA module has no entrypoint with id 0 (entrypoints: {entrypoints})"
+            return Err(LoadError::OpaModule(format!(
+                "has no entrypoint with id 0 (entrypoints: {entrypoints})"
             )));
         }
         opa.builtins = resolve_builtins(&needed)?.into();
@@ -384,9 +383,9 @@ fn read_c_string(
 
 /// Matches the built-ins a module needs (`{"name": id}`) with the host's.
 fn resolve_builtins(needed: &Value) -> Result<Vec<Option<Builtin>>, LoadError> {
-    let needed = needed.as_object().ok_or_else(|| {
-        LoadError::Link(format!("the OPA module lists its built-ins as {needed}"))
-    })?;
+    let needed = needed
+        .as_object()
+        .ok_or_else(|| LoadError::OpaModule(format!("lists its built-ins as {needed}")))?;
     let mut table: Vec<Option<Builtin>> = Vec::new();
     let mut missing = Vec::new();
     for (name, id) in needed {
@@ -394,9 +393,7 @@ fn resolve_builtins(needed: &Value) -> Result<Vec<Option<Builtin>>, LoadError> {
             .as_u64()
             .and_then(|id| usize::try_from(id).ok())
             .filter(|id| *id < 4096)
-            .ok_or_else(|| {
-                LoadError::Link(format!("the OPA module gives built-in {name} the id {id}"))
-            })?;
+            .ok_or_else(|| LoadError::OpaModule(format!("gives built-in {name} the id {id}")))?;
         match builtins::lookup(name) {
             Some(builtin) => {
                 if table.len() <= id {
