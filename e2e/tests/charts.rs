@@ -1,7 +1,7 @@
 //! The Helm charts, rendered with `helm template` and checked two ways: the facts users rely
 //! on (host network, affinity fallbacks, ports, policy modes) asserted one by one, and the whole
 //! output compared with a golden file in `charts/tests/golden/` (regenerate after an intended
-//! change with `UPDATE_GOLDEN=1 cargo test -p test-cluster --test charts`).
+//! change with `UPDATE_GOLDEN=1 cargo test -p e2e --test charts`).
 
 use std::path::Path;
 
