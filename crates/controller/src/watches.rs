@@ -12,6 +12,7 @@
 //! configuration would then not bring its owner to reconcile and recreate it.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 
 use api_types::crd::{
@@ -27,7 +28,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
@@ -126,6 +127,19 @@ pub struct Stores {
     pub admission_policies: Store<AdmissionPolicy>,
     pub cluster_admission_policy_groups: Store<ClusterAdmissionPolicyGroup>,
     pub admission_policy_groups: Store<AdmissionPolicyGroup>,
+}
+
+impl Stores {
+    /// The pods of PolicyServer `policy_server` (by their label), as the store holds them.
+    pub fn pods_of(&self, policy_server: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|pod| {
+                pod.labels().get(labels::POLICY_SERVER).map(String::as_str) == Some(policy_server)
+            })
+            .collect()
+    }
 }
 
 /// Waits until `store` holds its first full list: a reconciler reading an empty store would

@@ -84,10 +84,8 @@ async fn observe<P: Policy>(policy: &P, ctx: &Context, unique: &str) -> Result<O
         Arc::unwrap_or_clone(deployment),
     );
     let pods: Vec<_> = stores
-        .pods
-        .state()
+        .pods_of(ps_name)
         .into_iter()
-        .filter(|pod| pod.labels().get(labels::POLICY_SERVER).map(String::as_str) == Some(ps_name))
         .map(Arc::unwrap_or_clone)
         .collect();
     let readiness_port = policy_server.spec.readiness_probe_port;
