@@ -96,6 +96,81 @@ async fn verdicts_and_response_shaping() {
     let (_, answer) = post(&server, "/validate/mutate-not-allowed", review(json!({}))).await;
     assert_eq!(answer["response"]["allowed"], false, "{answer}");
     assert!(answer["response"].get("patch").is_none());
+
+    // Rego policies in the OPA and Gatekeeper modes.
+    for policy in ["rego-opa", "rego-gatekeeper"] {
+        let path = format!("/validate/{policy}");
+        let (status, answer) = post(&server, &path, review(json!({"forbidden": "1"}))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"]["allowed"], false, "{policy}: {answer}");
+        assert_eq!(
+            message(&answer),
+            "label forbidden is not allowed",
+            "{policy}"
+        );
+        let (_, answer) = post(&server, &path, review(json!({"ok": "1"}))).await;
+        assert_eq!(answer["response"]["allowed"], true, "{policy}: {answer}");
+    }
+    // A Gatekeeper module built with its package as the entrypoint answers an object, which
+    // upstream reads as "no violations": admitted.
+    let (_, answer) = post(
+        &server,
+        "/validate/rego-gatekeeper-package",
+        review(json!({"app": "x"})),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_documents_are_shaped_as_validate() {
+    let server = server("router-raw").await;
+    let (_, answer) = post(
+        &server,
+        "/validate_raw/mutate",
+        r#"{"request": {"object": {"metadata": {}}}}"#,
+    )
+    .await;
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
+    // Shaped like /validate, as upstream does: monitor mode, allowedToMutate, custom message.
+    let labelled = r#"{"request": {"object": {"metadata": {"labels": {"forbidden": "1"}}}}}"#;
+    let (_, answer) = post(&server, "/validate_raw/monitored", labelled).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let (_, answer) = post(&server, "/validate_raw/reject-label", labelled).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let (_, answer) = post(&server, "/validate_raw/custom-message", labelled).await;
+    assert_eq!(message(&answer), "refused by the platform team", "{answer}");
+    assert_eq!(
+        answer["response"]["status"]["details"]["causes"][0]["message"],
+        "label forbidden is not allowed"
+    );
+    let (_, answer) = post(
+        &server,
+        "/validate_raw/mutate-not-allowed",
+        r#"{"request": {"object": {"metadata": {}}}}"#,
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert!(answer["response"]["patch"].is_null(), "{answer}");
+    assert!(
+        message(&answer).contains("configured to not allow mutations"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_policy_is_interrupted_and_the_others_keep_answering() {
+    let server = server("router-loop").await;
+    let (_, answer) = post(&server, "/validate/loops", review(json!({}))).await;
+    assert_eq!(answer["response"]["status"]["code"], 500);
+    assert!(
+        message(&answer).starts_with(
+            "Policy execution interrupted because it exceeded the allowed execution time"
+        ),
+        "{answer}"
+    );
+    let (_, answer) = post(&server, "/validate/reject-label", review(json!({}))).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +191,13 @@ async fn bad_requests_and_unloadable_policies_get_clear_answers() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A body that is not an AdmissionReview is refused with 400 and the reason.
-    for body in ["not json", "{}", r#"{"request": {"uid": 7}}"#] {
+    for body in [
+        "not json",
+        "{}",
+        r#"{"request": {"uid": 7}}"#,
+        r#"{"kind": "AdmissionReview"}"#,
+        r#"{"request": {"object": {}}}"#,
+    ] {
         let (status, answer) = post(&server, "/validate/reject-label", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         assert!(
@@ -136,6 +217,7 @@ async fn bad_requests_and_unloadable_policies_get_clear_answers() {
     );
     let (_, answer) = post(&server, "/validate/missing-module", review(json!({}))).await;
     assert_eq!(answer["response"]["status"]["code"], 500);
+    assert!(message(&answer).contains("cannot read"), "{answer}");
     let (_, answer) = post(
         &server,
         "/validate/reject-label",
