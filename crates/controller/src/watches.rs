@@ -148,12 +148,10 @@ pub async fn ready<K>(store: &Store<K>) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    store.wait_until_ready().await.map_err(|_| {
-        Error::Invalid(format!(
-            "the shared watch of {} stopped before its first list",
-            K::kind(&())
-        ))
-    })
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::WatchStopped(K::kind(&()).to_string()))
 }
 
 /// Every shared watch, before it runs.

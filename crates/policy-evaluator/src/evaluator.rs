@@ -47,7 +47,8 @@ impl EvaluatorSettings {
 /// waPC guests run in instances that are reused after a successful evaluation (as upstream
 /// does; see [`EvaluatorSettings::reused_instances`]); an instance whose evaluation failed in
 /// any way (trap, deadline, memory limit, guest error) is dropped, so the next evaluation gets
-/// a fresh one. WASI commands and Rego policies get a fresh instance every time.
+/// a fresh one. Rego instances are reused the same way, each evaluation starting from the heap
+/// as it was after loading the data document; WASI commands get a fresh instance every time.
 #[derive(Clone)]
 pub struct PolicyEvaluator {
     module: Arc<PolicyModule>,
@@ -132,7 +133,8 @@ impl PolicyEvaluator {
             },
         });
         if let Err(err) = self.validate(&request) {
-            tracing::debug!(policy = %self.policy.policy_id, error = %err, "the result shape check could not evaluate the policy");
+            let error = api_types::error_text::with_causes(&err);
+            tracing::debug!(policy = %self.policy.policy_id, %error, "the result shape check could not evaluate the policy");
         }
     }
 

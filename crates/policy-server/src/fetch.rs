@@ -132,6 +132,12 @@ pub enum CredentialsError {
     AuthNotUserPassword { path: PathBuf, registry: String },
     #[error("{0:?} is not a credential helper name")]
     HelperName(String),
+    #[error("writing to {}", program.display())]
+    HelperWrite {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("running {}", program.display())]
     HelperRun {
         program: PathBuf,
@@ -381,7 +387,7 @@ impl DockerCredentials {
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(server.as_bytes())
-                .map_err(|source| CredentialsError::HelperRun {
+                .map_err(|source| CredentialsError::HelperWrite {
                     program: program.clone(),
                     source,
                 })?;

@@ -110,6 +110,32 @@ pub struct StatusUpdate {
 }
 
 impl StatusUpdate {
+    /// This status as it stands when registering the webhook failed with `error`: as before
+    /// a registration (`pending`, or `active` for a policy whose earlier webhook serves), with
+    /// `PolicyActive=False` saying why, and nothing about loading.
+    pub fn webhook_not_registered(mut self, error: &str) -> Self {
+        self.phase = match self.previous_phase {
+            Some(PolicyStatusPhase::Active) => PolicyStatusPhase::Active,
+            _ => PolicyStatusPhase::Pending,
+        };
+        self.report.retain(|c| {
+            ![
+                condition::ACTIVE,
+                condition::LOADED,
+                condition::RESULT_UNDERSTOOD,
+            ]
+            .contains(&c.type_)
+        });
+        self.cleared.clear();
+        self.condition(
+            condition::ACTIVE,
+            false,
+            "WebhookNotCreated",
+            format!("The policy webhook cannot be created: {error}"),
+        );
+        self
+    }
+
     fn condition(
         &mut self,
         type_: &'static str,
@@ -122,8 +148,8 @@ impl StatusUpdate {
     }
 }
 
-/// Which policy-server objects `observe` should read for a policy with these violations and
-/// this PolicyServer name: none when the decision cannot get that far.
+/// Whether `observe` should read the PolicyServer and its objects for a policy with these
+/// violations and this PolicyServer name: not when the decision cannot get that far.
 pub fn needs_policy_server(violations: &[Violation], policy_server: &str) -> bool {
     violations.is_empty() && !policy_server.is_empty()
 }
@@ -668,6 +694,44 @@ spec:
         let loaded = condition(&plan, condition::LOADED);
         assert_eq!((loaded.status, loaded.reason), ("False", "SettingsInvalid"));
         assert_eq!(plan.next, Action::requeue(LOAD_STATUS_RETRY));
+    }
+
+    #[test]
+    fn a_webhook_that_cannot_be_registered_is_not_reported_active() {
+        let pending = policy("default", Some(PolicyStatusPhase::Pending));
+        let plan = plan(
+            &pending,
+            UNIQUE,
+            &rolled_out(&pending, Ok(PolicyLoadStatus::loaded())),
+        );
+        assert_eq!(plan.webhooks, Webhooks::Register);
+        let status = plan.status.webhook_not_registered("forbidden");
+        assert_eq!(status.phase, PolicyStatusPhase::Pending);
+        let active: Vec<_> = status
+            .report
+            .iter()
+            .filter(|c| c.type_ == condition::ACTIVE)
+            .collect();
+        assert_eq!(active.len(), 1);
+        assert_eq!(
+            (active[0].status, active[0].reason),
+            ("False", "WebhookNotCreated")
+        );
+        assert!(active[0].message.contains("forbidden"));
+        assert!(status.report.iter().all(|c| c.type_ != condition::LOADED));
+        assert!(status.cleared.is_empty());
+
+        // An active policy's earlier webhook still serves: it stays active.
+        let active = policy("default", Some(PolicyStatusPhase::Active));
+        let planned = super::plan(
+            &active,
+            UNIQUE,
+            &rolled_out(&active, Ok(PolicyLoadStatus::loaded())),
+        );
+        assert_eq!(
+            planned.status.webhook_not_registered("forbidden").phase,
+            PolicyStatusPhase::Active
+        );
     }
 
     fn update() -> StatusUpdate {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use api_types::crd::{PolicyReloadMode, PolicyStatus};
+use api_types::error_text::with_causes;
 use api_types::naming::{self, labels};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -130,8 +131,9 @@ async fn observe<P: Policy>(policy: &P, ctx: &Context, unique: &str) -> Result<O
     Ok(observed)
 }
 
-/// Publishes the plan's warning, registers or removes the webhook, writes the status. A
-/// failure to change the webhook leaves the status as it was: the reconciliation is retried.
+/// Publishes the plan's warning, registers or removes the webhook, writes the status. When
+/// registering fails, the status says so (`PolicyActive=False`) and the reconciliation is
+/// retried; a failed removal still writes the planned status.
 async fn apply_plan<P: Policy>(
     api: &Api<P>,
     policy: &P,
@@ -142,14 +144,20 @@ async fn apply_plan<P: Policy>(
     if let Some(message) = plan.warning {
         ctx.warn(policy, "InvalidSpec", message).await;
     }
-    match plan.webhooks {
-        Webhooks::Keep => {}
-        Webhooks::Remove => delete_webhooks(ctx, unique).await?,
-        Webhooks::Register => register_webhook(policy, ctx, unique).await?,
-    }
+    let (status, changed) = match plan.webhooks {
+        Webhooks::Keep => (plan.status, Ok(())),
+        Webhooks::Remove => (plan.status, delete_webhooks(ctx, unique).await),
+        Webhooks::Register => match register_webhook(policy, ctx, unique).await {
+            Ok(()) => (plan.status, Ok(())),
+            Err(error) => (
+                plan.status.webhook_not_registered(&with_causes(&error)),
+                Err(error),
+            ),
+        },
+    };
     let previous = policy.policy_status().cloned().unwrap_or_default();
-    write_status(api, policy, &previous, plan.status).await?;
-    Ok(plan.next)
+    write_status(api, policy, &previous, status).await?;
+    changed.map(|()| plan.next)
 }
 
 async fn register_webhook<P: Policy>(policy: &P, ctx: &Context, unique: &str) -> Result<(), Error> {
