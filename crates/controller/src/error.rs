@@ -14,9 +14,6 @@ pub enum Error {
     Cert(#[from] CertError),
     #[error("{0}")]
     Invalid(String),
-    /// A shared watch ended before its first list (the controller is shutting down).
-    #[error("the shared watch of {0} stopped before its first list")]
-    WatchStopped(String),
 }
 
 impl Error {
@@ -26,7 +23,6 @@ impl Error {
             Error::Kube { .. } => "KubernetesApiError",
             Error::Cert(_) => "CertificateError",
             Error::Invalid(_) => "InvalidObject",
-            Error::WatchStopped(_) => "WatchStopped",
         }
     }
 }

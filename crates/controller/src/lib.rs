@@ -22,7 +22,6 @@ pub mod options;
 pub mod policy;
 pub mod policy_server;
 pub mod servers;
-pub mod watches;
 
 use std::sync::Arc;
 
@@ -43,7 +42,6 @@ pub async fn run(client: Client, options: Options, metrics: Arc<Metrics>) {
         controller: REPORTER.to_string(),
         instance: std::env::var("HOSTNAME").ok(),
     };
-    let watches = watches::SharedWatches::default();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -51,7 +49,6 @@ pub async fn run(client: Client, options: Options, metrics: Arc<Metrics>) {
         metrics,
         backoff: Arc::new(backoff::Backoff::default()),
         load_status: Arc::default(),
-        stores: watches.stores(),
     });
-    controllers::run(ctx, watches).await;
+    controllers::run(ctx).await;
 }

@@ -761,6 +761,10 @@ fn spawn_binary_exporting(
         ])
         .env("KUBECONFIG", kubeconfig)
         .kill_on_drop(true);
+    // More of the binaries' logs when a failure needs them.
+    if let Ok(level) = std::env::var("KUBEWARDEN_TEST_CONTROLLER_LOG") {
+        command.arg(format!("--log-level={level}"));
+    }
     if let Some(endpoint) = otlp_endpoint {
         command
             .arg("--enable-tracing")

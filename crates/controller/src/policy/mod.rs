@@ -16,12 +16,9 @@ use api_types::crd::{
 };
 use api_types::naming::{PolicyKind, policy_unique_name};
 use api_types::validation::{self, Violation};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use crate::watches::{Shared, SharedWatches, Stores};
 
 /// What the controller needs to know about any policy kind.
 pub trait Policy:
@@ -56,12 +53,6 @@ pub trait Policy:
 
     /// Api handle for objects of this kind in `namespace` (ignored by cluster-wide kinds).
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
-
-    /// The shared watch of this kind.
-    fn shared(watches: &SharedWatches) -> &Shared<Self>;
-
-    /// The store of this kind's shared watch.
-    fn store(stores: &Stores) -> &Store<Self>;
 }
 
 /// The id the policy is served under: its `policies.yml` key, webhook name and URL path.
@@ -84,14 +75,6 @@ fn namespace_of<P: Policy>(policy: &P) -> String {
 
 impl Policy for ClusterAdmissionPolicy {
     const KIND: PolicyKind = PolicyKind::ClusterAdmissionPolicy;
-
-    fn shared(watches: &SharedWatches) -> &Shared<Self> {
-        &watches.cluster_admission_policies
-    }
-
-    fn store(stores: &Stores) -> &Store<Self> {
-        &stores.cluster_admission_policies
-    }
 
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common
@@ -121,14 +104,6 @@ impl Policy for ClusterAdmissionPolicy {
 impl Policy for AdmissionPolicy {
     const KIND: PolicyKind = PolicyKind::AdmissionPolicy;
 
-    fn shared(watches: &SharedWatches) -> &Shared<Self> {
-        &watches.admission_policies
-    }
-
-    fn store(stores: &Stores) -> &Store<Self> {
-        &stores.admission_policies
-    }
-
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common
     }
@@ -156,14 +131,6 @@ impl Policy for AdmissionPolicy {
 impl Policy for ClusterAdmissionPolicyGroup {
     const KIND: PolicyKind = PolicyKind::ClusterAdmissionPolicyGroup;
 
-    fn shared(watches: &SharedWatches) -> &Shared<Self> {
-        &watches.cluster_admission_policy_groups
-    }
-
-    fn store(stores: &Stores) -> &Store<Self> {
-        &stores.cluster_admission_policy_groups
-    }
-
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common
     }
@@ -187,14 +154,6 @@ impl Policy for ClusterAdmissionPolicyGroup {
 
 impl Policy for AdmissionPolicyGroup {
     const KIND: PolicyKind = PolicyKind::AdmissionPolicyGroup;
-
-    fn shared(watches: &SharedWatches) -> &Shared<Self> {
-        &watches.admission_policy_groups
-    }
-
-    fn store(stores: &Stores) -> &Store<Self> {
-        &stores.admission_policy_groups
-    }
 
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common

@@ -1,20 +1,21 @@
-//! Reconciles one policy of any kind: observes the cluster (the shared watches' stores, and
-//! the policy-server pods' load status), plans with [`plan`](super::plan::plan) and applies
+//! Reconciles one policy of any kind: observes the cluster (the PolicyServer and its objects,
+//! and the policy-server pods' load status), plans with [`plan`](super::plan::plan) and applies
 //! the plan: the webhook only once every policy-server replica serves the policy, then the
 //! status.
 
 use std::sync::Arc;
 
+use api_types::crd::PolicyServer;
 use api_types::crd::{PolicyReloadMode, PolicyStatus};
 use api_types::error_text::with_causes;
 use api_types::naming::{self, labels};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -26,7 +27,6 @@ use crate::conditions;
 use crate::context::{Context, apply, delete_if_exists};
 use crate::error::{Error, KubeResultExt};
 use crate::finalizer;
-use crate::watches;
 
 pub use super::plan::condition;
 
@@ -47,54 +47,50 @@ pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Arc<Context>) -> Result<A
 }
 
 /// Reads what [`plan::plan`] decides on, as far as it can get: the PolicyServer, its
-/// ConfigMap, Deployment and pods from the shared watches' stores; then, by reload mode, the
-/// ReplicaSets and the load status, or each live pod's answer.
+/// ConfigMap, Deployment and pods; then, by reload mode, the ReplicaSets and the load status,
+/// or each live pod's answer.
 async fn observe<P: Policy>(policy: &P, ctx: &Context, unique: &str) -> Result<Observed, Error> {
     let mut observed = Observed::default();
     let ps_name = policy_server_of(policy);
     if !plan::needs_policy_server(&policy.violations(), ps_name) {
         return Ok(observed);
     }
-    let stores = &ctx.stores;
-    watches::ready(&stores.policy_servers).await?;
-    let Some(policy_server) = stores
-        .policy_servers
-        .get(&ObjectRef::new(ps_name))
-        .filter(|ps| !finalizer::is_deleting(ps.as_ref()))
+    let Some(policy_server) = ctx
+        .cluster::<PolicyServer>()
+        .get_opt(ps_name)
+        .await
+        .context(|| format!("reading PolicyServer {ps_name}"))?
+        .filter(|ps| !finalizer::is_deleting(ps))
     else {
         return Ok(observed);
     };
-    let policy_server = Arc::unwrap_or_clone(policy_server);
     let resource = naming::policy_server_resource_name(ps_name);
-    let namespace = &ctx.options.deployments_namespace;
-    watches::ready(&stores.config_maps).await?;
-    watches::ready(&stores.deployments).await?;
-    watches::ready(&stores.pods).await?;
-    let config_map = stores
-        .config_maps
-        .get(&ObjectRef::new(&resource).within(namespace));
-    let deployment = stores
-        .deployments
-        .get(&ObjectRef::new(&resource).within(namespace));
+    let config_map = ctx
+        .namespaced::<ConfigMap>()
+        .get_opt(&resource)
+        .await
+        .context(|| format!("reading ConfigMap {resource}"))?;
+    let deployment = ctx
+        .namespaced::<Deployment>()
+        .get_opt(&resource)
+        .await
+        .context(|| format!("reading Deployment {resource}"))?;
     let (Some(config_map), Some(deployment)) = (config_map, deployment) else {
         observed.policy_server = Some(policy_server);
         return Ok(observed);
     };
-    let (config_map, deployment) = (
-        Arc::unwrap_or_clone(config_map),
-        Arc::unwrap_or_clone(deployment),
-    );
-    let pods: Vec<_> = stores
-        .pods_of(ps_name)
-        .into_iter()
-        .map(Arc::unwrap_or_clone)
-        .collect();
+    let selector = format!("{}={ps_name}", labels::POLICY_SERVER);
+    let pods = ctx
+        .namespaced::<Pod>()
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .context(|| format!("listing pods of {resource}"))?
+        .items;
     let readiness_port = policy_server.spec.readiness_probe_port;
     observed.serving = match policy_server.spec.effective_policy_reload_mode() {
         // In place, the pods themselves say which version they serve; after a rollout, the
         // pod template they run does.
         PolicyReloadMode::Rollout => {
-            let selector = format!("{}={ps_name}", labels::POLICY_SERVER);
             let replica_sets = ctx
                 .namespaced::<ReplicaSet>()
                 .list(&ListParams::default().labels(&selector))

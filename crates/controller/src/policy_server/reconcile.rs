@@ -30,7 +30,6 @@ use crate::conditions::{self, NewCondition};
 use crate::context::{Context, apply, delete_if_exists};
 use crate::error::{Error, KubeResultExt};
 use crate::finalizer;
-use crate::watches;
 
 pub const CONTROLLER_NAME: &str = "policyserver";
 
@@ -195,12 +194,16 @@ async fn prompt_pods_to_reload(ps: &PolicyServer, ctx: &Context, config_map: &Co
         config_map,
         naming::POLICIES_CONFIG_KEY,
     ));
-    if let Err(error) = watches::ready(&ctx.stores.pods).await {
-        tracing::warn!(policy_server = %ps.name_any(), %error, "cannot read the pods to prompt their reload");
-        return;
-    }
     let pods = ctx.namespaced::<Pod>();
-    for pod in ctx.stores.pods_of(&ps.name_any()) {
+    let selector = format!("{}={}", labels::POLICY_SERVER, ps.name_any());
+    let listed = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(policy_server = %ps.name_any(), %error, "cannot list the pods to prompt their reload");
+            return;
+        }
+    };
+    for pod in listed {
         if pod.metadata.deletion_timestamp.is_some()
             || pod.annotations().get(annotations::POLICIES_DIGEST) == Some(&digest)
         {
