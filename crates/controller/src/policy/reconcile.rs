@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use api_types::crd::PolicyServer;
-use api_types::crd::{PolicyReloadMode, PolicyStatus};
+use api_types::crd::{PolicyReloadMode, PolicyServer, PolicyStatus};
 use api_types::error_text::with_causes;
 use api_types::naming::{self, labels};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -27,8 +26,6 @@ use crate::conditions;
 use crate::context::{Context, apply, delete_if_exists};
 use crate::error::{Error, KubeResultExt};
 use crate::finalizer;
-
-pub use super::plan::condition;
 
 pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = P::api(ctx.client.clone(), policy.namespace().as_deref());
