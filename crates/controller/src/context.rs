@@ -16,6 +16,7 @@ use crate::error::{Error, KubeResultExt};
 use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::policy::load_status::LoadStatusCache;
+use crate::watches::Stores;
 
 /// Field manager of everything the controller applies.
 pub const FIELD_MANAGER: &str = "kubewarden-controller";
@@ -29,6 +30,8 @@ pub struct Context {
     pub backoff: Arc<Backoff>,
     /// What the policy-servers said about loading their policies.
     pub load_status: Arc<LoadStatusCache>,
+    /// The objects of the shared watches, read instead of asking the API server.
+    pub stores: Stores,
 }
 
 impl Debug for Context {

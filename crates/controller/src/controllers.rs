@@ -12,11 +12,7 @@ use api_types::crd::{
 };
 use api_types::naming::{annotations, labels, policy_unique_name};
 use futures::StreamExt;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
@@ -32,6 +28,7 @@ use crate::client_cert;
 use crate::context::Context;
 use crate::error::Error;
 use crate::policy::{Policy, policy_server_of};
+use crate::watches::SharedWatches;
 use crate::{policy, policy_server};
 
 /// How often the CA and the audit-scanner's client certificate are checked (two reads): often
@@ -39,15 +36,22 @@ use crate::{policy, policy_server};
 /// made it, is back before the next audit.
 pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Runs every controller until one of them stops (they only stop when their watches end).
-pub async fn run(ctx: Arc<Context>) {
+/// Runs every controller, and the shared watches they react to, until one of them stops
+/// (they only stop when their watches end). `ctx` reads the stores of `watches`.
+pub async fn run(ctx: Arc<Context>, watches: SharedWatches) {
     let rotation = Arc::new(RotationSignal::default());
+    // Every subscription is taken before the shared watches start.
+    let controllers = futures::future::join5(
+        policy_server_controller(ctx.clone(), &watches, &rotation),
+        policy_controller::<ClusterAdmissionPolicy>(ctx.clone(), &watches, &rotation),
+        policy_controller::<AdmissionPolicy>(ctx.clone(), &watches, &rotation),
+        policy_controller::<ClusterAdmissionPolicyGroup>(ctx.clone(), &watches, &rotation),
+        policy_controller::<AdmissionPolicyGroup>(ctx.clone(), &watches, &rotation),
+    );
+    let namespace = ctx.options.deployments_namespace.clone();
     futures::join!(
-        policy_server_controller(ctx.clone(), &rotation),
-        policy_controller::<ClusterAdmissionPolicy>(ctx.clone(), &rotation),
-        policy_controller::<AdmissionPolicy>(ctx.clone(), &rotation),
-        policy_controller::<ClusterAdmissionPolicyGroup>(ctx.clone(), &rotation),
-        policy_controller::<AdmissionPolicyGroup>(ctx.clone(), &rotation),
+        controllers,
+        watches.run(ctx.client.clone(), &namespace),
         certificate_rotation(ctx.clone(), rotation.clone()),
     );
 }
@@ -138,61 +142,47 @@ fn bound_policy_server<P: Policy>(policy: P) -> Option<ObjectRef<PolicyServer>> 
     Some(ObjectRef::new(policy_server_of(&policy)))
 }
 
-async fn policy_server_controller(ctx: Arc<Context>, rotation: &RotationSignal) {
+/// Builds the PolicyServer controller now (taking its subscriptions) and returns it running.
+fn policy_server_controller(
+    ctx: Arc<Context>,
+    watches: &SharedWatches,
+    rotation: &RotationSignal,
+) -> impl Future<Output = ()> + use<> {
     let client = ctx.client.clone();
     let ns = ctx.options.deployments_namespace.clone();
-    let controller = Controller::new(
-        Api::<PolicyServer>::all(client.clone()),
-        watcher::Config::default(),
+    let controller = Controller::for_stream(
+        watches.policy_servers.subscribe(),
+        watches.policy_servers.main_store(),
     )
-    .watches(
-        Api::<Deployment>::namespaced(client.clone(), &ns),
-        labelled(),
-        owning_policy_server,
-    )
+    .watches_stream(watches.deployments.subscribe(), owning_policy_server)
     .watches(
         Api::<Service>::namespaced(client.clone(), &ns),
         labelled(),
         owning_policy_server,
     )
-    .watches(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns),
-        labelled(),
-        owning_policy_server,
-    )
+    .watches_stream(watches.config_maps.subscribe(), owning_policy_server)
     .watches(
         Api::<Secret>::namespaced(client.clone(), &ns),
         labelled(),
         owning_policy_server,
     )
     .watches(
-        Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
+        Api::<PodDisruptionBudget>::namespaced(client, &ns),
         labelled(),
         owning_policy_server,
     )
-    .watches(
-        Api::<Pod>::namespaced(client.clone(), &ns),
-        labelled(),
-        owning_policy_server,
-    )
-    .watches(
-        Api::<ClusterAdmissionPolicy>::all(client.clone()),
-        watcher::Config::default(),
+    .watches_stream(watches.pods.subscribe(), owning_policy_server)
+    .watches_stream(
+        watches.cluster_admission_policies.subscribe(),
         bound_policy_server,
     )
-    .watches(
-        Api::<AdmissionPolicy>::all(client.clone()),
-        watcher::Config::default(),
+    .watches_stream(watches.admission_policies.subscribe(), bound_policy_server)
+    .watches_stream(
+        watches.cluster_admission_policy_groups.subscribe(),
         bound_policy_server,
     )
-    .watches(
-        Api::<ClusterAdmissionPolicyGroup>::all(client.clone()),
-        watcher::Config::default(),
-        bound_policy_server,
-    )
-    .watches(
-        Api::<AdmissionPolicyGroup>::all(client),
-        watcher::Config::default(),
+    .watches_stream(
+        watches.admission_policy_groups.subscribe(),
         bound_policy_server,
     )
     .trigger_backoff(watch_backoff())
@@ -203,7 +193,7 @@ async fn policy_server_controller(ctx: Arc<Context>, rotation: &RotationSignal) 
         error_policy(name),
         ctx,
     );
-    log_results(name, results).await;
+    log_results(name, results)
 }
 
 fn bound_policies<P: Policy>(store: &Store<P>, policy_server: &str) -> Vec<ObjectRef<P>> {
@@ -244,46 +234,29 @@ fn controller_name<P: Policy>() -> &'static str {
     P::KIND.as_str()
 }
 
-async fn policy_controller<P: Policy>(ctx: Arc<Context>, rotation: &RotationSignal) {
-    let client = ctx.client.clone();
-    let ns = ctx.options.deployments_namespace.clone();
-    let controller = Controller::new(Api::<P>::all(client.clone()), watcher::Config::default());
-    let store = controller.store();
+/// Builds the controller of policy kind `P` now (taking its subscriptions) and returns it
+/// running.
+fn policy_controller<P: Policy>(
+    ctx: Arc<Context>,
+    watches: &SharedWatches,
+    rotation: &RotationSignal,
+) -> impl Future<Output = ()> + use<P> {
+    let shared = P::shared(watches);
+    let store = shared.main_store();
     let by_policy_server = {
         let store = store.clone();
         move |ps: PolicyServer| bound_policies(&store, &ps.name_any())
     };
-    let generated = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::PART_OF,
-        labels::PART_OF_KUBEWARDEN
-    ));
-    let controller = controller
-        .watches(
-            Api::<Pod>::namespaced(client.clone(), &ns),
-            labelled(),
-            bound_by_label(store.clone()),
-        )
-        .watches(
-            Api::<ConfigMap>::namespaced(client.clone(), &ns),
-            labelled(),
-            bound_by_label(store.clone()),
-        )
-        .watches(
-            Api::<PolicyServer>::all(client.clone()),
-            watcher::Config::default(),
-            by_policy_server,
-        )
-        .watches(
-            Api::<ValidatingWebhookConfiguration>::all(client.clone()),
-            generated.clone(),
-            |w| webhook_policy::<P, _>(&w),
-        )
-        .watches(
-            Api::<MutatingWebhookConfiguration>::all(client),
-            generated,
-            |w| webhook_policy::<P, _>(&w),
-        )
+    let controller = Controller::for_stream(shared.subscribe(), store.clone())
+        .watches_stream(watches.pods.subscribe(), bound_by_label(store.clone()))
+        .watches_stream(watches.config_maps.subscribe(), bound_by_label(store))
+        .watches_stream(watches.policy_servers.subscribe(), by_policy_server)
+        .watches_stream(watches.validating_webhooks.subscribe(), |w| {
+            webhook_policy::<P, _>(&w)
+        })
+        .watches_stream(watches.mutating_webhooks.subscribe(), |w| {
+            webhook_policy::<P, _>(&w)
+        })
         .trigger_backoff(watch_backoff())
         .reconcile_all_on(rotation.subscribe());
     let name = controller_name::<P>();
@@ -292,7 +265,7 @@ async fn policy_controller<P: Policy>(ctx: Arc<Context>, rotation: &RotationSign
         error_policy(name),
         ctx,
     );
-    log_results(name, results).await;
+    log_results(name, results)
 }
 
 /// Checks the CA and the audit-scanner's client certificate now and then every

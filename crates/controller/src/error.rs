@@ -14,6 +14,9 @@ pub enum Error {
     Cert(#[from] CertError),
     #[error("{0}")]
     Invalid(String),
+    /// A shared watch ended before its first list (the controller is shutting down).
+    #[error("the shared watch of {0} stopped before its first list")]
+    WatchStopped(String),
 }
 
 impl Error {
@@ -23,6 +26,7 @@ impl Error {
             Error::Kube { .. } => "KubernetesApiError",
             Error::Cert(_) => "CertificateError",
             Error::Invalid(_) => "InvalidObject",
+            Error::WatchStopped(_) => "WatchStopped",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod options;
 pub mod policy;
 pub mod policy_server;
 pub mod servers;
+pub mod watches;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<Metrics>) {
         controller: REPORTER.to_string(),
         instance: std::env::var("HOSTNAME").ok(),
     };
+    let watches = watches::SharedWatches::default();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -49,6 +51,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<Metrics>) {
         metrics,
         backoff: Arc::new(backoff::Backoff::default()),
         load_status: Arc::default(),
+        stores: watches.stores(),
     });
-    controllers::run(ctx).await;
+    controllers::run(ctx, watches).await;
 }

@@ -20,6 +20,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::watches::{Cache, Shared, SharedWatches, Stores};
+
 /// What the controller needs to know about any policy kind.
 pub trait Policy:
     config_entry::ConfigEntry
@@ -53,6 +55,12 @@ pub trait Policy:
 
     /// Api handle for objects of this kind in `namespace` (ignored by cluster-wide kinds).
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+
+    /// The shared watch of this kind.
+    fn shared(watches: &SharedWatches) -> &Shared<Self>;
+
+    /// The cache of this kind's shared watch, for reconcilers.
+    fn cache(stores: &Stores) -> &Cache<Self>;
 }
 
 /// The id the policy is served under: its `policies.yml` key, webhook name and URL path.
@@ -75,6 +83,14 @@ fn namespace_of<P: Policy>(policy: &P) -> String {
 
 impl Policy for ClusterAdmissionPolicy {
     const KIND: PolicyKind = PolicyKind::ClusterAdmissionPolicy;
+
+    fn shared(watches: &SharedWatches) -> &Shared<Self> {
+        &watches.cluster_admission_policies
+    }
+
+    fn cache(stores: &Stores) -> &Cache<Self> {
+        &stores.cluster_admission_policies
+    }
 
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common
@@ -104,6 +120,14 @@ impl Policy for ClusterAdmissionPolicy {
 impl Policy for AdmissionPolicy {
     const KIND: PolicyKind = PolicyKind::AdmissionPolicy;
 
+    fn shared(watches: &SharedWatches) -> &Shared<Self> {
+        &watches.admission_policies
+    }
+
+    fn cache(stores: &Stores) -> &Cache<Self> {
+        &stores.admission_policies
+    }
+
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common
     }
@@ -131,6 +155,14 @@ impl Policy for AdmissionPolicy {
 impl Policy for ClusterAdmissionPolicyGroup {
     const KIND: PolicyKind = PolicyKind::ClusterAdmissionPolicyGroup;
 
+    fn shared(watches: &SharedWatches) -> &Shared<Self> {
+        &watches.cluster_admission_policy_groups
+    }
+
+    fn cache(stores: &Stores) -> &Cache<Self> {
+        &stores.cluster_admission_policy_groups
+    }
+
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common
     }
@@ -154,6 +186,14 @@ impl Policy for ClusterAdmissionPolicyGroup {
 
 impl Policy for AdmissionPolicyGroup {
     const KIND: PolicyKind = PolicyKind::AdmissionPolicyGroup;
+
+    fn shared(watches: &SharedWatches) -> &Shared<Self> {
+        &watches.admission_policy_groups
+    }
+
+    fn cache(stores: &Stores) -> &Cache<Self> {
+        &stores.admission_policy_groups
+    }
 
     fn common(&self) -> &PolicySpecCommon {
         &self.spec.common

@@ -1,20 +1,20 @@
-//! Reconciles one policy of any kind: observes the cluster (the PolicyServer and its objects,
-//! and the policy-server pods' load status), plans with [`plan`](super::plan::plan) and applies
+//! Reconciles one policy of any kind: observes the cluster (the shared watches' stores, and
+//! the policy-server pods' load status), plans with [`plan`](super::plan::plan) and applies
 //! the plan: the webhook only once every policy-server replica serves the policy, then the
 //! status.
 
 use std::sync::Arc;
 
-use api_types::crd::{PolicyReloadMode, PolicyServer, PolicyStatus};
+use api_types::crd::{PolicyReloadMode, PolicyStatus};
 use api_types::error_text::with_causes;
 use api_types::naming::{self, labels};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -44,50 +44,58 @@ pub async fn reconcile<P: Policy>(policy: Arc<P>, ctx: Arc<Context>) -> Result<A
 }
 
 /// Reads what [`plan::plan`] decides on, as far as it can get: the PolicyServer, its
-/// ConfigMap, Deployment and pods; then, by reload mode, the ReplicaSets and the load status,
-/// or each live pod's answer.
+/// ConfigMap, Deployment and pods from the shared watches' stores; then, by reload mode, the
+/// ReplicaSets and the load status, or each live pod's answer.
 async fn observe<P: Policy>(policy: &P, ctx: &Context, unique: &str) -> Result<Observed, Error> {
     let mut observed = Observed::default();
     let ps_name = policy_server_of(policy);
     if !plan::needs_policy_server(&policy.violations(), ps_name) {
         return Ok(observed);
     }
-    let Some(policy_server) = ctx
-        .cluster::<PolicyServer>()
-        .get_opt(ps_name)
-        .await
-        .context(|| format!("reading PolicyServer {ps_name}"))?
-        .filter(|ps| !finalizer::is_deleting(ps))
+    let stores = &ctx.stores;
+    let Some(policy_server) = stores
+        .policy_servers
+        .listed()
+        .await?
+        .get(&ObjectRef::new(ps_name))
+        .filter(|ps| !finalizer::is_deleting(ps.as_ref()))
     else {
         return Ok(observed);
     };
+    let policy_server = Arc::unwrap_or_clone(policy_server);
     let resource = naming::policy_server_resource_name(ps_name);
-    let config_map = ctx
-        .namespaced::<ConfigMap>()
-        .get_opt(&resource)
-        .await
-        .context(|| format!("reading ConfigMap {resource}"))?;
-    let deployment = ctx
-        .namespaced::<Deployment>()
-        .get_opt(&resource)
-        .await
-        .context(|| format!("reading Deployment {resource}"))?;
+    let namespace = &ctx.options.deployments_namespace;
+    let config_map = stores
+        .config_maps
+        .listed()
+        .await?
+        .get(&ObjectRef::new(&resource).within(namespace));
+    let deployment = stores
+        .deployments
+        .listed()
+        .await?
+        .get(&ObjectRef::new(&resource).within(namespace));
     let (Some(config_map), Some(deployment)) = (config_map, deployment) else {
         observed.policy_server = Some(policy_server);
         return Ok(observed);
     };
-    let selector = format!("{}={ps_name}", labels::POLICY_SERVER);
-    let pods = ctx
-        .namespaced::<Pod>()
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .context(|| format!("listing pods of {resource}"))?
-        .items;
+    let (config_map, deployment) = (
+        Arc::unwrap_or_clone(config_map),
+        Arc::unwrap_or_clone(deployment),
+    );
+    let pods: Vec<_> = stores
+        .pods
+        .of_policy_server(ps_name)
+        .await?
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect();
     let readiness_port = policy_server.spec.readiness_probe_port;
     observed.serving = match policy_server.spec.effective_policy_reload_mode() {
         // In place, the pods themselves say which version they serve; after a rollout, the
         // pod template they run does.
         PolicyReloadMode::Rollout => {
+            let selector = format!("{}={ps_name}", labels::POLICY_SERVER);
             let replica_sets = ctx
                 .namespaced::<ReplicaSet>()
                 .list(&ListParams::default().labels(&selector))

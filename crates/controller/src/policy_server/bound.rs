@@ -1,15 +1,12 @@
-//! The policies bound to a PolicyServer, read from the cluster.
+//! The policies bound to a PolicyServer, read from the shared watches' stores.
 
+use crate::context::Context;
+use crate::error::Error;
+use crate::policy::{Policy, policy_server_of, unique_name};
 use api_types::config::{PoliciesConfig, PolicyOrGroup};
 use api_types::crd::{
     AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
 };
-use kube::Api;
-use kube::api::ListParams;
-
-use crate::context::Context;
-use crate::error::{Error, KubeResultExt};
-use crate::policy::{Policy, policy_server_of, unique_name};
 
 /// One policy bound to a PolicyServer.
 #[derive(Debug, Clone)]
@@ -25,13 +22,8 @@ async fn list_kind<P: Policy>(
     namespaced_capabilities: &[String],
     out: &mut Vec<BoundPolicy>,
 ) -> Result<(), Error> {
-    let api: Api<P> = Api::all(ctx.client.clone());
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .context(|| format!("listing {}", P::KIND.as_str()))?;
-    for policy in list.items {
-        if policy_server_of(&policy) != policy_server {
+    for policy in P::cache(&ctx.stores).listed().await?.state() {
+        if policy_server_of(policy.as_ref()) != policy_server {
             continue;
         }
         let entry = policy
@@ -39,7 +31,7 @@ async fn list_kind<P: Policy>(
             .is_empty()
             .then(|| policy.config_entry(namespaced_capabilities));
         out.push(BoundPolicy {
-            unique_name: unique_name(&policy),
+            unique_name: unique_name(policy.as_ref()),
             entry,
         });
     }
@@ -59,6 +51,8 @@ pub async fn list(
     list_kind::<AdmissionPolicy>(ctx, policy_server, caps, &mut bound).await?;
     list_kind::<ClusterAdmissionPolicyGroup>(ctx, policy_server, caps, &mut bound).await?;
     list_kind::<AdmissionPolicyGroup>(ctx, policy_server, caps, &mut bound).await?;
+    // Stores hold no order; what is made of the list (messages) should not change with it.
+    bound.sort_by(|a, b| a.unique_name.cmp(&b.unique_name));
     Ok(bound)
 }
 

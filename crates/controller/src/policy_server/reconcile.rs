@@ -194,15 +194,14 @@ async fn prompt_pods_to_reload(ps: &PolicyServer, ctx: &Context, config_map: &Co
         config_map,
         naming::POLICIES_CONFIG_KEY,
     ));
-    let pods = ctx.namespaced::<Pod>();
-    let selector = format!("{}={}", labels::POLICY_SERVER, ps.name_any());
-    let listed = match pods.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => list.items,
+    let listed = match ctx.stores.pods.of_policy_server(&ps.name_any()).await {
+        Ok(listed) => listed,
         Err(error) => {
-            tracing::warn!(policy_server = %ps.name_any(), %error, "cannot list the pods to prompt their reload");
+            tracing::warn!(policy_server = %ps.name_any(), %error, "cannot read the pods to prompt their reload");
             return;
         }
     };
+    let pods = ctx.namespaced::<Pod>();
     for pod in listed {
         if pod.metadata.deletion_timestamp.is_some()
             || pod.annotations().get(annotations::POLICIES_DIGEST) == Some(&digest)
