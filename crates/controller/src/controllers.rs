@@ -36,8 +36,8 @@ use crate::{policy, policy_server};
 /// made it, is back before the next audit.
 pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Runs every controller, and the shared watches they react to, until one of them stops
-/// (they only stop when their watches end). `ctx` reads the stores of `watches`.
+/// Runs every controller and the shared watches they react to. Watches retry for ever, so
+/// this returns only if all of them end. `ctx` reads the stores of `watches`.
 pub async fn run(ctx: Arc<Context>, watches: SharedWatches) {
     let rotation = Arc::new(RotationSignal::default());
     // Every subscription is taken before the shared watches start.

@@ -17,6 +17,14 @@ pub enum Error {
     /// A shared watch ended before its first list (the controller is shutting down).
     #[error("the shared watch of {0} stopped before its first list")]
     WatchStopped(String),
+    /// A shared watch has not listed its kind in time (its errors are in the log).
+    #[error(
+        "the shared watch of {kind} has not listed in {wait:?} (the controller's log has its errors: RBAC, a missing CRD, an unreachable API server)"
+    )]
+    NotListed {
+        kind: String,
+        wait: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -27,6 +35,7 @@ impl Error {
             Error::Cert(_) => "CertificateError",
             Error::Invalid(_) => "InvalidObject",
             Error::WatchStopped(_) => "WatchStopped",
+            Error::NotListed { .. } => "WatchNotListed",
         }
     }
 }

@@ -18,9 +18,12 @@
 //! controller's own runner waits on its main store while other controllers' reconcilers wait on
 //! it too, and a controller that started on a busy cluster could then never reconcile at all.
 
+use std::collections::HashSet;
 use std::fmt::Debug;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use api_types::crd::{
     AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
@@ -33,7 +36,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -44,6 +47,11 @@ use crate::error::Error;
 
 /// Objects a subscriber may fall behind by before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 256;
+
+/// How long a reconciler waits for a watch's first list before failing (and being retried
+/// with its backoff, with a Warning event): a watch that cannot list (no RBAC for the kind, a
+/// CRD not installed) should say so, not hold reconciles without a word.
+const LIST_WAIT: Duration = Duration::from_secs(30);
 
 /// One shared watch: its store, the writer that feeds it, whether it has listed, and its
 /// subscribers.
@@ -91,8 +99,10 @@ where
     }
 
     /// Every object the watch applies or deletes, once the store holds it (or no longer
-    /// does), for a controller to react to. Each subscriber must be polled (controllers poll
-    /// their triggers all the time), or the watch waits for it.
+    /// does), for a controller to react to; after each full list (the first one, and relists
+    /// after the watch lost its place), every listed object and every object the list no
+    /// longer has. Each subscriber must be polled (controllers poll their triggers even while
+    /// busy or not yet started), or the watch waits for it.
     pub fn subscribe(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
         self.subscribers
@@ -113,35 +123,53 @@ where
 
     /// Feeds the store and the subscribers from a watch's `events`, until they end.
     async fn feed(self, events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>) {
-        let kind = K::kind(&()).to_string();
-        let subscribers = self
-            .subscribers
+        let Shared {
+            store,
+            writer,
+            listed,
+            subscribers,
+        } = self;
+        let subscribers = subscribers
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let (subscribers, listed, kind) = (&subscribers, &self.listed, &kind);
-        events
-            .reflect(self.writer)
-            .for_each(|event| async move {
-                match event {
-                    Ok(
-                        watcher::Event::Apply(object)
-                        | watcher::Event::InitApply(object)
-                        | watcher::Event::Delete(object),
-                    ) => {
-                        for subscriber in subscribers {
-                            // A subscriber gone means its controller stopped; the others go on.
-                            let _ = subscriber.send(object.clone()).await;
-                        }
-                    }
-                    // The reflector has swapped the full list into the store by now.
-                    Ok(watcher::Event::InitDone) => {
-                        listed.send_replace(true);
-                    }
-                    Ok(watcher::Event::Init) => {}
-                    Err(error) => tracing::warn!(%kind, %error, "shared watch failed; retrying"),
+        let kind = K::kind(&());
+        // What the store held when a relist began: objects missing from the new list were
+        // deleted while the watch was away, and whoever they trigger must hear of it.
+        let mut before_list = Vec::new();
+        let mut events = pin!(events.reflect(writer));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                    notify(&subscribers, object).await;
                 }
-            })
-            .await;
+                Ok(watcher::Event::Init) => before_list = store.state(),
+                // The reflector swaps a list into the store whole, at InitDone: a controller
+                // told earlier would look for the object in the store and not find it.
+                Ok(watcher::Event::InitApply(_)) => {}
+                Ok(watcher::Event::InitDone) => {
+                    listed.send_replace(true);
+                    let now = store.state();
+                    let present: HashSet<ObjectRef<K>> = now
+                        .iter()
+                        .map(|object| ObjectRef::from_obj(&**object))
+                        .collect();
+                    let gone = std::mem::take(&mut before_list)
+                        .into_iter()
+                        .filter(|object| !present.contains(&ObjectRef::from_obj(&**object)));
+                    for object in now.into_iter().chain(gone) {
+                        notify(&subscribers, Arc::unwrap_or_clone(object)).await;
+                    }
+                }
+                Err(error) => tracing::warn!(%kind, %error, "shared watch failed; retrying"),
+            }
+        }
+    }
+}
+
+async fn notify<K: Clone>(subscribers: &[mpsc::Sender<K>], object: K) {
+    for subscriber in subscribers {
+        // A subscriber gone means its controller stopped; the others go on.
+        let _ = subscriber.send(object.clone()).await;
     }
 }
 
@@ -155,13 +183,19 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     /// The store, once it holds the watch's first full list. Any number of tasks may wait.
+    /// Fails when the watch has not listed within [`LIST_WAIT`], or stopped.
     pub async fn listed(&self) -> Result<&Store<K>, Error> {
-        self.listed
-            .clone()
-            .wait_for(|listed| *listed)
-            .await
-            .map_err(|_| Error::WatchStopped(K::kind(&()).to_string()))?;
-        Ok(&self.store)
+        self.listed_within(LIST_WAIT).await
+    }
+
+    async fn listed_within(&self, wait: Duration) -> Result<&Store<K>, Error> {
+        let kind = || K::kind(&()).to_string();
+        let mut listed = self.listed.clone();
+        match tokio::time::timeout(wait, listed.wait_for(|listed| *listed)).await {
+            Ok(Ok(_)) => Ok(&self.store),
+            Ok(Err(_)) => Err(Error::WatchStopped(kind())),
+            Err(_) => Err(Error::NotListed { kind: kind(), wait }),
+        }
     }
 }
 
@@ -241,8 +275,8 @@ impl SharedWatches {
         }
     }
 
-    /// Runs every watch until they end. Subscribe first: a subscription taken after this
-    /// started misses what was already applied.
+    /// Runs every watch until they end (they retry for ever). Consumes the watches: every
+    /// subscription is taken before, so none misses the first list.
     pub async fn run(self, client: Client, namespace: &str) {
         let labelled = watcher::Config::default().labels(labels::POLICY_SERVER);
         let generated = watcher::Config::default().labels(&format!(
@@ -301,6 +335,35 @@ mod tests {
         }
     }
 
+    /// Runs `shared` on events sent to the returned sender.
+    fn feed_from_channel(
+        shared: Shared<ConfigMap>,
+    ) -> (
+        mpsc::UnboundedSender<Event<ConfigMap>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (events, received) = mpsc::unbounded_channel();
+        let events_stream = futures::stream::unfold(received, |mut received| async move {
+            received.recv().await.map(|event| (Ok(event), received))
+        });
+        (events, tokio::spawn(shared.feed(events_stream)))
+    }
+
+    /// The next `count` objects' names a subscriber gets, sorted (a list comes in store
+    /// order).
+    async fn next_names(
+        subscriber: &mut (impl Stream<Item = Result<ConfigMap, watcher::Error>> + Unpin),
+        count: usize,
+    ) -> Vec<String> {
+        let mut names = Vec::new();
+        for _ in 0..count {
+            let object = subscriber.next().await.expect("open").expect("no error");
+            names.push(object.name_any());
+        }
+        names.sort();
+        names
+    }
+
     #[tokio::test]
     async fn every_waiter_reads_the_cache_once_listed_and_subscribers_see_deletes() {
         let shared = Shared::<ConfigMap>::new();
@@ -317,12 +380,12 @@ mod tests {
             .collect();
         let main_store = shared.main_store();
         let runner = tokio::spawn(async move { main_store.wait_until_ready().await });
-        let (events, received) = mpsc::unbounded_channel();
-        let feed = tokio::spawn(shared.feed(futures::stream::unfold(
-            received,
-            |mut received| async move { received.recv().await.map(|event| (Ok(event), received)) },
-        )));
+        let (events, feed) = feed_from_channel(shared);
         let_tasks_park().await;
+        assert!(
+            waiters.iter().all(|waiter| !waiter.is_finished()) && !runner.is_finished(),
+            "everyone waits before the list"
+        );
 
         for event in [
             Event::Init,
@@ -348,18 +411,59 @@ mod tests {
             .send(Event::Delete(config_map("a")))
             .expect("the feed runs");
         for subscriber in [&mut first, &mut second] {
-            let mut names = Vec::new();
-            for _ in 0..3 {
-                let object = subscriber.next().await.expect("open").expect("no error");
-                names.push(object.name_any());
-            }
-            assert_eq!(names, ["a", "b", "a"]);
+            assert_eq!(next_names(subscriber, 2).await, ["a", "b"]);
+            assert_eq!(next_names(subscriber, 1).await, ["a"]);
         }
         assert_eq!(cache.listed().await.expect("listed").state().len(), 1);
 
         drop(events);
         feed.await.expect("the feed ends with its events");
         assert!(cache.listed().await.is_ok(), "stays listed");
+    }
+
+    #[tokio::test]
+    async fn a_relist_tells_of_every_listed_object_and_of_those_deleted_meanwhile() {
+        let shared = Shared::<ConfigMap>::new();
+        let mut subscriber = Box::pin(shared.subscribe());
+        let store = shared.main_store();
+        let (events, _feed) = feed_from_channel(shared);
+        for event in [
+            Event::Init,
+            Event::InitApply(config_map("kept")),
+            Event::InitApply(config_map("deleted-while-away")),
+            Event::InitDone,
+        ] {
+            events.send(event).expect("the feed runs");
+        }
+        assert_eq!(
+            next_names(&mut subscriber, 2).await,
+            ["deleted-while-away", "kept"]
+        );
+
+        // The watch lost its place (410 Gone, an API server restart) and lists again.
+        events.send(Event::Init).expect("the feed runs");
+        events
+            .send(Event::InitApply(config_map("kept")))
+            .expect("the feed runs");
+        events
+            .send(Event::InitApply(config_map("created-while-away")))
+            .expect("the feed runs");
+        let_tasks_park().await;
+        assert!(
+            store
+                .get(&ObjectRef::new("created-while-away").within("kubewarden"))
+                .is_none(),
+            "not in the store before the list is done"
+        );
+        events.send(Event::InitDone).expect("the feed runs");
+        // Told only now, when the store holds it: a controller reads it there.
+        assert_eq!(
+            next_names(&mut subscriber, 3).await,
+            ["created-while-away", "deleted-while-away", "kept"]
+        );
+        let mut names: Vec<_> = store.state().iter().map(|cm| cm.name_any()).collect();
+        names.sort();
+        assert_eq!(names, ["created-while-away", "kept"]);
     }
 
     #[tokio::test]
@@ -371,5 +475,18 @@ mod tests {
             cache.listed().await,
             Err(Error::WatchStopped(kind)) if kind == "ConfigMap"
         ));
+    }
+
+    #[tokio::test]
+    async fn waiting_on_a_watch_that_does_not_list_fails_and_says_which() {
+        let shared = Shared::<ConfigMap>::new();
+        let cache = shared.cache();
+        let error = cache
+            .listed_within(Duration::from_millis(10))
+            .await
+            .expect_err("never listed");
+        assert!(matches!(&error, Error::NotListed { kind, .. } if kind == "ConfigMap"));
+        assert_eq!(error.reason(), "WatchNotListed");
+        drop(shared);
     }
 }
