@@ -1,12 +1,13 @@
 //! The policies bound to a PolicyServer, read from the shared watches' stores.
 
-use crate::context::Context;
-use crate::error::Error;
-use crate::policy::{Policy, policy_server_of, unique_name};
 use api_types::config::{PoliciesConfig, PolicyOrGroup};
 use api_types::crd::{
     AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
 };
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::policy::{Policy, policy_server_of, unique_name};
 
 /// One policy bound to a PolicyServer.
 #[derive(Debug, Clone)]
