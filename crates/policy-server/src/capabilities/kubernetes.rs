@@ -47,6 +47,10 @@ struct KindCache {
     resource: ApiResource,
     namespaced: bool,
     store: Store<DynamicObject>,
+    /// Set once the store holds its first full list. Waited on instead of kube-runtime's
+    /// `Store::wait_until_ready`, which wakes only the last of several tasks waiting at once
+    /// (one waker for all clones of a store, in kube-runtime 5).
+    listed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Kubernetes state for policies: caches of the granted kinds and a client for the rest.
@@ -152,13 +156,19 @@ impl KubernetesContext {
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(strip_bulk)
-            .reflect(writer)
-            .applied_objects();
+            .reflect(writer);
+        let (listed_sender, listed) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
-                if let Err(error) = event {
-                    tracing::warn!(kind = %label, %error, "watching for the context cache failed; retrying");
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        listed_sender.send_replace(true);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(kind = %label, %error, "watching for the context cache failed; retrying");
+                    }
                 }
             }
         });
@@ -166,6 +176,7 @@ impl KubernetesContext {
             resource,
             namespaced: capabilities.scope == Scope::Namespaced,
             store,
+            listed,
         })
     }
 
@@ -177,15 +188,16 @@ impl KubernetesContext {
             .iter()
             .map(|(kind, cache)| (kind.clone(), cache.clone()))
             .collect();
-        let waits = caches
-            .iter()
-            .map(|(_, cache)| cache.store.wait_until_ready());
+        let waits = caches.iter().map(|(_, cache)| async {
+            // Fails only when the watch task ended, which it does not while the runtime runs.
+            let _ = cache.listed.clone().wait_for(|listed| *listed).await;
+        });
         match tokio::time::timeout(timeout, futures::future::join_all(waits)).await {
             Ok(_) => Ok(()),
             Err(_) => {
                 let pending = caches
                     .iter()
-                    .filter(|(_, cache)| cache.store.is_empty())
+                    .filter(|(_, cache)| !*cache.listed.borrow())
                     .map(|(kind, _)| kind.to_string())
                     .collect();
                 Err(ContextError::NotFilled { pending, timeout })
